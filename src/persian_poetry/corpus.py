@@ -1,0 +1,189 @@
+"""Poems in, poems out: reading the Ganjoor export (or any JSONL of its schema) and the notebook's
+plain text, the deterministic train/val/test split, and the classical-poet list of the shipped model.
+
+A poem is kept as its controls (poet, form, metre, rhyme letters) and its hemistichs in order;
+how it is laid out as tokens is `controls.py`'s job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .text import normalize
+
+log = logging.getLogger(__name__)
+
+# Ganjoor's PoemFormat -> our form slug. Anything else (None, "Unknown", rare formats) is "unknown".
+FORMS: dict[str, str] = {
+    "Ghazal": "ghazal",
+    "Robaee": "rubai",
+    "Masnavi": "masnavi",
+    "Ghete": "qete",
+    "Ghaside": "qasida",
+    "Dobeyti": "dobeyti",
+    "TarjeeBand": "tarjiband",
+    "TarkibBand": "tarkibband",
+    "Mosammat": "mosammat",
+    "Mosammat3": "mosammat",
+    "Mosammat4": "mosammat",
+    "Mosammat5": "mosammat",
+    "Mosammat6": "mosammat",
+    "Mosammat8": "mosammat",
+    "MultiBand": "multiband",
+    "Mostazad": "mostazad",
+    "RobaeeMostazad": "mostazad",
+    "Takbeyt": "takbeyt",
+    "ChaharPare": "chaharpare",
+    "Generic": "generic",
+}
+
+# Positions that carry verse. Right/Left are the two hemistichs of a couplet; the centred band
+# verses of tarji/tarkib-band and mosammat pair up the same way. Paragraph (prose) and Comment
+# are not verse and are left out.
+FIRST_HEMISTICH = {"Right", "CenteredVerse1"}
+SECOND_HEMISTICH = {"Left", "CenteredVerse2", "Single"}
+
+# Poets of the shipped model: classical poets who died before 1900, all in the public domain.
+# Modern poets of the export (Bahar, Iqbal, Parvin, Shahriar, Rahi, ...) and the prose authors
+# (Meybodi, Beyhaghi, Ghazzali, Hojviri, ...) are left out on purpose.
+CLASSICAL_POETS: tuple[str, ...] = (
+    "hafez", "saadi", "moulavi", "ferdousi", "khayyam", "attar", "nezami", "sanaee", "jami",
+    "saeb", "khajoo", "khosro", "khaghani", "anvari", "naserkhosro", "salman", "vahshi",
+    "bidel", "eraghi", "ouhadi", "khojandi", "seyf", "orfi", "naziri", "kalim", "hatef",
+    "ghaani", "manoochehri", "farrokhi", "onsori", "roodaki", "babataher", "abusaeed",
+    "asadi", "ghatran", "masood", "mohtasham", "shahnematollah", "feyz", "obeyd",
+    "shabestari", "amir", "kamal", "jamal", "zahir", "mahsati", "helali", "faghani",
+    "ebneyamin", "valad", "asad", "hazin", "vaez", "ghodsi", "salim", "hamgar", "homam",
+    "ahli", "forooghi", "neshat", "yaghma", "azar", "moshtagh", "bahaee", "maghrebi",
+    "ghasem", "nasimi", "ghaleb", "saber", "soozani", "akhsikati", "beylaghani", "azraghi",
+    "rooni", "mokhtari", "vatvat", "hasan", "emami", "falaki", "kesayee", "jahan", "nezari",
+    "fayyaz", "toghra", "ghani", "jalal", "khiali", "ouhad", "sahab", "tabib", "razi",
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(poem_id: int | str) -> str:
+    """The split a poem belongs to, from a hash of its id: 1% test, 1% val, 98% train.
+
+    sha256 of the decimal id, first 8 hex digits as an integer, modulo 100: 0 is test,
+    1 is val, the rest train. Stable across machines, Python versions and corpus order,
+    so a poem never moves between splits when the corpus grows.
+    """
+    bucket = int(hashlib.sha256(str(poem_id).encode()).hexdigest()[:8], 16) % 100
+    return "test" if bucket == 0 else "val" if bucket == 1 else "train"
+
+
+@dataclass
+class Poem:
+    """One poem: its controls and its hemistichs (normalized text), in reading order.
+
+    `couplet_ends[i]` is True when hemistich i closes a couplet.
+    """
+
+    id: int | str
+    poet: str
+    form: str = "unknown"
+    metre: int | None = None
+    rhyme: str | None = None
+    hemistichs: list[str] = field(default_factory=list)
+    couplet_ends: list[bool] = field(default_factory=list)
+
+    @property
+    def split(self) -> str:
+        return split_of(self.id)
+
+    @property
+    def couplets(self) -> list[tuple[str, ...]]:
+        out, current = [], []
+        for text, ends in zip(self.hemistichs, self.couplet_ends):
+            current.append(text)
+            if ends:
+                out.append(tuple(current))
+                current = []
+        if current:
+            out.append(tuple(current))
+        return out
+
+
+class CorpusWarning(UserWarning):
+    """Raised (as a warning) when input lines are skipped."""
+
+
+def poem_from_ganjoor(record: dict) -> Poem | None:
+    """A Poem from one Ganjoor JSON object, or None when it holds no verse (prose, empty)."""
+    hemistichs, ends = [], []
+    for verse in record.get("Verses") or []:
+        position = verse.get("Position")
+        if position not in FIRST_HEMISTICH and position not in SECOND_HEMISTICH:
+            continue
+        text = normalize(str(verse.get("Text") or ""))
+        if not text:
+            continue
+        hemistichs.append(text)
+        ends.append(position in SECOND_HEMISTICH)
+    if not hemistichs:
+        return None
+    ends[-1] = True
+    metre = (record.get("Metre") or {}).get("Id")
+    rhyme = normalize(str(record.get("RhymeLetters") or "")).replace(" ", "").replace("\u200c", "")
+    return Poem(
+        id=record["Id"],
+        poet=str(record["Poet"]),
+        form=FORMS.get(record.get("PoemFormat") or "", "unknown"),
+        metre=int(metre) if metre is not None else None,
+        rhyme=rhyme or None,
+        hemistichs=hemistichs,
+        couplet_ends=ends,
+    )
+
+
+
+def read_jsonl(path: str | Path, poets: Iterable[str] | None = None) -> Iterator[Poem]:
+    """Poems from a Ganjoor-schema JSONL file (plain or .gz), optionally only some poets.
+
+    Lines that are not JSON objects of the schema are counted and skipped; one warning at the
+    end says how many. Undecodable bytes skip the line they are on, not the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    wanted = set(poets) if poets is not None else None
+    skipped = 0
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as raw:
+        for line_no, raw_line in enumerate(raw, 1):
+            if not raw_line.strip():
+                continue
+            try:
+                record = json.loads(raw_line.decode("utf-8"))
+                if not isinstance(record, dict) or "Id" not in record or "Poet" not in record:
+                    raise ValueError("not a poem object")
+                if wanted is not None and record["Poet"] not in wanted:
+                    continue
+                poem = poem_from_ganjoor(record)
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                skipped += 1
+                log.debug("%s:%d skipped: %s", path, line_no, err)
+                continue
+            if poem is not None:
+                yield poem
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} malformed line(s)", CorpusWarning, stacklevel=2)
+
+
+def read_plain_text(path: str | Path) -> str:
+    """The whole of a plain text file, normalized line by line (lines kept)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"text file not found: {path}")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = (normalize(line) for line in f)
+        return "\n".join(line for line in lines if line)

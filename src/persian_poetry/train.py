@@ -1,0 +1,292 @@
+"""Training: `TrainConfig` in, a model directory and a report out.
+
+AdamW with warm-up and cosine decay (over steps, or over the time budget when that ends first),
+gradient clipping, bf16 autocast on CUDA, validation bits/char at intervals, atomic checkpoints
+with optimizer and RNG state for `--resume`, and DistributedDataParallel when started by
+`torchrun` (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import load_training_state, save_model_dir, save_training_state
+from .corpus import CLASSICAL_POETS, read_plain_text
+from .dataset import EncodedSplit, file_sha256, load_corpus_splits, split_plain_text
+from .evaluate import evaluate_split
+from .model import GPT, GPTConfig
+from .tokenizer import CharTokenizer, load_tokenizer
+
+SHARED_DATA = Path("../shared/data")
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(SHARED_DATA / "ganjoor" / "poems.jsonl.gz")
+    out_dir: str = "runs/default"
+    poets: str = "classical"  # "classical", "all", or comma-separated slugs
+    tokenizer: str = "char"  # "char" or the path of a tokenizer JSON (train-tokenizer)
+    # model
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 192
+    context_length: int = 256
+    dropout: float = 0.0
+    positional: str = "sinusoidal"
+    # optimisation
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 2e-4
+    warmup_steps: int = 200
+    max_steps: int = 5000
+    time_budget: float | None = None  # seconds of training (across resumes); ends the run early
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # bookkeeping
+    eval_interval: int = 250
+    eval_poems: int = 300  # val poems scored at each interval; the whole val split at the end
+    checkpoint_interval: int = 250
+    seed: int = 1337
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+    preset: str | None = None
+
+
+PRESETS: dict[str, dict] = {
+    # The original notebook's corpus and split (90/10 by position), for the like-for-like figure.
+    "notebook": dict(data=str(SHARED_DATA / "seed" / "hafez_khayyam.txt"), tokenizer="char", out_dir="runs/notebook",
+                     n_layer=6, n_head=6, n_embd=192, context_length=256, dropout=0.2, batch_size=16,
+                     learning_rate=2e-3, min_learning_rate=1e-4, warmup_steps=100, max_steps=100_000,
+                     time_budget=1800, eval_interval=250, checkpoint_interval=500),
+    # The shipped default model: classical poets of Ganjoor, BPE tokenizer.
+    "default": dict(poets="classical", tokenizer="runs/tokenizer-bpe4k.json", out_dir="runs/default",
+                    n_layer=6, n_head=8, n_embd=256, context_length=256, dropout=0.0, batch_size=24,
+                    learning_rate=2e-3, min_learning_rate=1e-4, warmup_steps=200, max_steps=1_000_000,
+                    time_budget=6000, eval_interval=500, checkpoint_interval=500),
+}
+
+
+def config_with_preset(preset: str | None, **overrides) -> TrainConfig:
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from: {', '.join(PRESETS)}")
+    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    values["preset"] = preset
+    return TrainConfig(**values)
+
+
+def resolve_poets(poets: str) -> list[str] | None:
+    if poets == "all":
+        return None
+    if poets == "classical":
+        return list(CLASSICAL_POETS)
+    return [p.strip() for p in poets.split(",") if p.strip()]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.time_budget:
+        progress = max(progress, elapsed / cfg.time_budget)
+    progress = min(1.0, progress)
+    return cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * progress))
+
+
+def load_data(cfg: TrainConfig):
+    """(tokenizer, splits, data sha256, metre names, poets used) for a config."""
+    data = Path(cfg.data)
+    if not data.exists():
+        raise FileNotFoundError(f"training data not found: {data} (pass --data PATH)")
+    if data.suffix == ".txt":
+        tokenizer = CharTokenizer([])
+        return tokenizer, split_plain_text(read_plain_text(data), tokenizer), file_sha256(data), {}, []
+    poets = resolve_poets(cfg.poets)
+    if cfg.tokenizer == "char":
+        from .tokenizer import train_tokenizer
+
+        tokenizer = train_tokenizer(data, "char", poets=poets, progress=cfg.progress)
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    splits, data_hash = load_corpus_splits(data, tokenizer, poets, cfg.cache_dir, progress=cfg.progress)
+    return tokenizer, splits, data_hash, read_metre_names(data, poets), poets or []
+
+
+def read_metre_names(path: Path, poets) -> dict[int, str]:
+    import gzip
+    import json
+
+    names: dict[int, str] = {}
+    wanted = set(poets) if poets else None
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+                metre = record.get("Metre")
+                if metre and (wanted is None or record.get("Poet") in wanted):
+                    names.setdefault(int(metre["Id"]), str(metre["Rhythm"]))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+    return names
+
+
+def _rng_state(np_rng: np.random.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()[1]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np_rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
+    """Train a model as `cfg` says; returns the report (also written to cfg.out_dir)."""
+    from . import report as reporting
+
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    device = pick_device(cfg.device)
+    if ddp:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+
+    tokenizer, splits, data_hash, metre_names, poets = load_data(cfg)
+    train_split, val_split = splits["train"], splits["val"]
+    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=cfg.context_length, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, positional=cfg.positional)
+    torch.manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed + rank)  # each rank its own batches
+    model = GPT(model_cfg).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.learning_rate, betas=(0.9, 0.95))
+    step, elapsed, tokens_seen, history = 0, 0.0, 0, []
+    if cfg.resume and ckpt_path.exists():
+        state = load_training_state(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, tokens_seen, history = state["step"], state["elapsed"], state["tokens_seen"], state["history"]
+        _set_rng_state(state["rng"], np_rng)
+        if ddp:
+            np_rng = np.random.default_rng([cfg.seed + rank, step])
+        if master:
+            print(f"resumed from {ckpt_path} at step {step}")
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+
+    def checkpoint():
+        if master:
+            save_training_state(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "elapsed": elapsed, "tokens_seen": tokens_seen, "history": history,
+                "rng": _rng_state(np_rng), "config": asdict(cfg)})
+
+    def validate(limit):
+        result = evaluate_split(model, val_split, limit=limit)
+        history.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1),
+                        "train_loss": round(last_loss, 4), "val_bits_per_char": round(result.bits_per_char, 4)})
+        return result
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (master and cfg.progress), unit="step", mininterval=2,
+               dynamic_ncols=True, desc="training")
+    last_loss, window_tokens, window_start = float("nan"), 0, time.time()
+    run_start = time.time() - elapsed
+    interrupted = False
+    try:
+        while step < cfg.max_steps:
+            elapsed = time.time() - run_start
+            stop = torch.tensor([elapsed, float(bool(cfg.time_budget) and elapsed >= cfg.time_budget)])
+            if ddp:  # every rank follows rank 0's clock, so they stop and schedule alike
+                dist.broadcast(stop, 0)
+            if stop[1] > 0:
+                break
+            lr = learning_rate(cfg, step, float(stop[0]))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = train_split.sample_batch(np_rng, cfg.batch_size, cfg.context_length)
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            with autocast:
+                _, loss, _ = train_model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            last_loss = loss.item()
+            tokens_seen += x.numel() * world
+            window_tokens += x.numel() * world
+            if step % 10 == 0:
+                rate = window_tokens / max(1e-9, time.time() - window_start)
+                bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{rate:,.0f}", lr=f"{lr:.1e}")
+                window_tokens, window_start = 0, time.time()
+            bar.update(1)
+            if master and step % cfg.eval_interval == 0:
+                result = validate(cfg.eval_poems)
+                bar.write(f"step {step}: train loss {last_loss:.4f}, val {result.bits_per_char:.4f} bits/char "
+                          f"({cfg.eval_poems} poems)")
+            if step % cfg.checkpoint_interval == 0:
+                elapsed = time.time() - run_start
+                checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+        if master:
+            bar.write("interrupted: writing a checkpoint; continue with --resume")
+    bar.close()
+    elapsed = time.time() - run_start
+    checkpoint()
+    report = None
+    if master and not interrupted:
+        final = validate(None)
+        model_dir = out_dir / "model"
+        report = reporting.build_report(cfg, command_line, model, final, history, tokens_seen, step, elapsed,
+                                        data_hash, poets, device, world)
+        save_model_dir(model_dir, model, tokenizer, metre_names, extra={"training": reporting.summary(report)})
+        reporting.write_report(model_dir, report)
+    if ddp:
+        digest = reporting.weights_digest(model)
+        digests = [None] * world
+        dist.all_gather_object(digests, digest)
+        if master and report is not None:
+            report["rank_weight_sha256"] = digests
+            reporting.write_report(out_dir / "model", report)
+        dist.destroy_process_group()
+    return report or {}
