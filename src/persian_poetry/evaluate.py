@@ -109,3 +109,31 @@ def evaluate_split(model, split: EncodedSplit, limit: int | None = None, batch_s
     if chars == 0:
         raise ValueError("nothing to evaluate: the split has no characters")
     return EvalResult(total_nats / math.log(2) / chars, n_poems, chars, tokens)
+
+
+def evaluate_file(data, model_dir=None, split: str = "test", limit: int | None = None,
+                  batch_size: int = 16, progress: bool = True) -> EvalResult:
+    """Bits/char of a model directory (default: the shipped model) on a corpus file.
+
+    A JSONL corpus is scored on the poems of `split` ("test", "val", "train" by the id hash of
+    `corpus.split_of`, or "all"); a .txt file (the notebook's corpus) on its last 10%.
+    """
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .corpus import read_jsonl
+    from .dataset import encode_poems, split_plain_text
+    from .corpus import read_plain_text
+
+    data = Path(data)
+    poetry = load_model(model_dir)
+    if data.suffix == ".txt":
+        encoded = split_plain_text(read_plain_text(data), poetry.tokenizer)["val"]
+    else:
+        poems = [p for p in read_jsonl(data) if split == "all" or p.split == split]
+        if limit is not None:
+            poems = poems[:limit]
+        if not poems:
+            raise ValueError(f"no {split} poems in {data}")
+        encoded = encode_poems(poems, poetry.tokenizer, poetry.controls)
+    return evaluate_split(poetry.model, encoded, limit=limit, batch_size=batch_size, progress=progress)
