@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .controls import Controls
+from .errors import PoetryError
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
@@ -30,7 +31,7 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(PoetryError):
     """A model directory that is missing, incomplete or damaged."""
 
 

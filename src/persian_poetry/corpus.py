@@ -92,6 +92,7 @@ class Poem:
     poet: str
     form: str = "unknown"
     metre: int | None = None
+    metre_name: str | None = None
     rhyme: str | None = None
     hemistichs: list[str] = field(default_factory=list)
     couplet_ends: list[bool] = field(default_factory=list)
@@ -103,7 +104,7 @@ class Poem:
     @property
     def couplets(self) -> list[tuple[str, ...]]:
         out, current = [], []
-        for text, ends in zip(self.hemistichs, self.couplet_ends):
+        for text, ends in zip(self.hemistichs, self.couplet_ends, strict=True):
             current.append(text)
             if ends:
                 out.append(tuple(current))
@@ -132,13 +133,15 @@ def poem_from_ganjoor(record: dict) -> Poem | None:
     if not hemistichs:
         return None
     ends[-1] = True
-    metre = (record.get("Metre") or {}).get("Id")
+    metre_record = record.get("Metre") or {}
+    metre = metre_record.get("Id")
     rhyme = normalize(str(record.get("RhymeLetters") or "")).replace(" ", "").replace("\u200c", "")
     return Poem(
         id=record["Id"],
         poet=str(record["Poet"]),
         form=FORMS.get(record.get("PoemFormat") or "", "unknown"),
         metre=int(metre) if metre is not None else None,
+        metre_name=str(metre_record["Rhythm"]) if metre is not None and metre_record.get("Rhythm") else None,
         rhyme=rhyme or None,
         hemistichs=hemistichs,
         couplet_ends=ends,

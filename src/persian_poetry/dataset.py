@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from .controls import BEYT, BODY, END, HEMI, Controls, header_tokens
 from .corpus import SPLITS, Poem, read_jsonl
+from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 CACHE_VERSION = 1
 START, HEADER, BODY_LEN, CHARS = range(4)  # columns of `index`
@@ -54,7 +56,7 @@ def encode_poem(poem: Poem, tokenizer, controls: Controls, hemistich_ids: list[l
         hemistich_ids = [tokenizer.encode(h) for h in poem.hemistichs]
     hemi, beyt, end = (tokenizer.token_to_id(t) for t in (HEMI, BEYT, END))
     body: list[int] = []
-    for i, (ids, closes_couplet) in enumerate(zip(hemistich_ids, poem.couplet_ends)):
+    for i, (ids, closes_couplet) in enumerate(zip(hemistich_ids, poem.couplet_ends, strict=True)):
         body += ids
         body.append(end if i == len(hemistich_ids) - 1 else beyt if closes_couplet else hemi)
     return header, body
@@ -142,35 +144,57 @@ def split_plain_text(text: str, tokenizer, train_fraction: float = 0.9) -> dict[
     return out
 
 
-def _cache_key(data_path: Path, poets: Iterable[str] | None, tokenizer) -> tuple[str, str]:
-    data_hash = file_sha256(data_path)
-    tok_json = json.dumps(tokenizer.special_tokens) + tokenizer.kind + str(tokenizer.vocab_size)
-    if tokenizer.kind == "bpe":
-        tok_json += tokenizer.hf.to_str()
-    material = json.dumps([CACHE_VERSION, data_hash, sorted(poets) if poets else None,
-                           hashlib.sha256(tok_json.encode()).hexdigest()])
-    return hashlib.sha256(material.encode()).hexdigest()[:16], data_hash
+class EncodedCorpus(NamedTuple):
+    splits: dict[str, EncodedSplit]
+    data_hash: str  # sha256 of the corpus file
+    tokenizer: CharTokenizer | BPETokenizer
+    metres: dict[int, str]  # Ganjoor metre id -> its name, for the poems read
 
 
-def load_corpus_splits(data_path: str | Path, tokenizer, poets: Iterable[str] | None = None,
-                       cache_dir: str | Path | None = None, progress: bool = True) -> tuple[dict[str, EncodedSplit], str]:
+def _cache_key(data_hash: str, poets: list[str] | None, tokenizer) -> str:
+    if tokenizer == "char":
+        tok_material = "char"  # fully determined by the corpus and the poets
+    else:
+        tok_material = json.dumps(tokenizer.special_tokens) + tokenizer.kind + str(tokenizer.vocab_size)
+        if tokenizer.kind == "bpe":
+            tok_material += tokenizer.hf.to_str()
+    material = json.dumps([CACHE_VERSION, data_hash, sorted(poets) if poets is not None else None,
+                           hashlib.sha256(tok_material.encode()).hexdigest()])
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
+                       poets: Iterable[str] | None = None, cache_dir: str | Path | None = None,
+                       progress: bool = True) -> EncodedCorpus:
     """Encode a Ganjoor-schema JSONL corpus into train/val/test splits, cached as .npy memmaps.
 
-    Returns ({split: EncodedSplit}, sha256 of the corpus file).
+    `tokenizer` is a tokenizer, or "char" for a character tokenizer whose special tokens are the
+    controls found in the corpus (stored with the cache, so a second run needs no corpus pass).
     """
     data_path = Path(data_path)
     if not data_path.exists():
         raise FileNotFoundError(f"corpus file not found: {data_path}")
     cache_dir = Path(cache_dir or os.environ.get("PERSIAN_POETRY_CACHE", Path.home() / ".cache" / "persian-poetry"))
-    key, data_hash = _cache_key(data_path, poets, tokenizer)
-    folder = cache_dir / key
+    poets = list(poets) if poets is not None else None  # read twice (key, then poems): not a one-shot iterator
+    data_hash = file_sha256(data_path)
+    folder = cache_dir / _cache_key(data_hash, poets, tokenizer)
     if (folder / "done").exists():
-        return {s: EncodedSplit(np.load(folder / f"{s}.tokens.npy", mmap_mode="r"),
-                                np.load(folder / f"{s}.index.npy")) for s in SPLITS}, data_hash
-    controls = Controls.from_special_tokens(tokenizer.special_tokens)
+        splits = {s: EncodedSplit(np.load(folder / f"{s}.tokens.npy", mmap_mode="r"),
+                                  np.load(folder / f"{s}.index.npy")) for s in SPLITS}
+        metres = {int(k): v for k, v in json.loads((folder / "metres.json").read_text(encoding="utf-8")).items()}
+        if tokenizer == "char":
+            tokenizer = load_tokenizer(folder / "tokenizer.json")
+        return EncodedCorpus(splits, data_hash, tokenizer, metres)
     by_split: dict[str, list[Poem]] = {s: [] for s in SPLITS}
-    for poem in tqdm(read_jsonl(data_path, poets), desc="reading poems", unit=" poems", disable=not progress, mininterval=2):
+    metres: dict[int, str] = {}
+    for poem in tqdm(read_jsonl(data_path, poets), desc="reading poems", unit=" poems", disable=not progress,
+                     mininterval=2):
         by_split[poem.split].append(poem)
+        if poem.metre is not None and poem.metre_name:
+            metres.setdefault(poem.metre, poem.metre_name)
+    if tokenizer == "char":
+        tokenizer = CharTokenizer(Controls.from_poems(p for ps in by_split.values() for p in ps).special_tokens())
+    controls = Controls.from_special_tokens(tokenizer.special_tokens)
     folder.mkdir(parents=True, exist_ok=True)
     splits = {}
     for name, poems in by_split.items():
@@ -179,7 +203,8 @@ def load_corpus_splits(data_path: str | Path, tokenizer, poets: Iterable[str] | 
             tmp = folder / f"{name}.{suffix}.tmp.npy"
             np.save(tmp, array)
             os.replace(tmp, folder / f"{name}.{suffix}.npy")
+    tokenizer.save(folder / "tokenizer.json")
+    (folder / "metres.json").write_text(json.dumps({str(k): v for k, v in sorted(metres.items())},
+                                                   ensure_ascii=False), encoding="utf-8")
     (folder / "done").write_text(data_hash)
-    return splits, data_hash
-
-
+    return EncodedCorpus(splits, data_hash, tokenizer, metres)

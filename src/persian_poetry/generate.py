@@ -112,6 +112,7 @@ class _PoemState:
         pieces = [tok.id_to_token(i) for i in range(vocab)]
         self.bad_text = torch.tensor(["\n" in p for p in pieces]) & ~self.special
         self.has_space = torch.tensor([" " in p or "\u200c" in p for p in pieces])
+        self.leading_space = torch.tensor([p.startswith((" ", "\u200c")) for p in pieces])
         self.metre_ids = torch.tensor([tok.token_to_id(control_token("metre", m)) for m in poetry.controls.metres])
         self.couplets = couplets
         self.phase = phase  # "metre", "after_metre", "rhyme" or "body"
@@ -136,9 +137,12 @@ class _PoemState:
                 mask = torch.zeros_like(self.special)
                 mask[self.ids[BODY]] = True
         else:
-            text_len = len(self.tok.decode(self.hemistich_ids).strip())
+            text = self.tok.decode(self.hemistich_ids)
+            text_len = len(text.strip())
             separator = (END if self.couplet == self.couplets - 1 else BEYT) if self.second else HEMI
             mask = ~self.special & ~self.bad_text
+            if text_len == 0 or text.endswith(" "):
+                mask &= ~self.leading_space  # verse is written with single spaces
             if text_len >= MAX_HEMISTICH_CHARS:
                 mask[:] = False
             if text_len > 0:

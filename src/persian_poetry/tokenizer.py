@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from .errors import PoetryError
 from .text import ALPHABET, normalize
 
 # Keeps \p{M} and ZWNJ in words; digits and punctuation runs on their own; spaces lead words.
@@ -39,7 +40,7 @@ class Tokenizer(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-class TokenizerError(ValueError):
+class TokenizerError(PoetryError):
     """A tokenizer file that cannot be read, or a token that is not in the vocabulary."""
 
 
@@ -156,14 +157,25 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file not found: {path}") from None
+    except OSError as err:  # a directory, no permission
+        raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TokenizerError(f"tokenizer file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path} is neither a char nor a BPE tokenizer file")
     if data.get("type") == "char":
-        return CharTokenizer(data["special_tokens"])
+        specials = data.get("special_tokens")
+        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
+            raise TokenizerError(f"char tokenizer file {path} has no list of special tokens")
+        return CharTokenizer(specials)
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
         from tokenizers import Tokenizer
 
-        return BPETokenizer(Tokenizer.from_str(json.dumps(data)))
+        try:
+            hf = Tokenizer.from_str(json.dumps(data))
+        except Exception as err:  # tokenizers raises a bare Exception for a damaged file
+            raise TokenizerError(f"BPE tokenizer file {path} is damaged: {err}") from None
+        return BPETokenizer(hf)
     raise TokenizerError(f"{path} is neither a char nor a BPE tokenizer file")
 
 

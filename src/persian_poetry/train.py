@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_training_state, save_model_dir, save_training_state
 from .corpus import CLASSICAL_POETS, read_plain_text
-from .dataset import EncodedSplit, file_sha256, load_corpus_splits, split_plain_text
+from .dataset import file_sha256, load_corpus_splits, split_plain_text
 from .evaluate import evaluate_split
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer, load_tokenizer
@@ -124,33 +124,9 @@ def load_data(cfg: TrainConfig):
         tokenizer = CharTokenizer([])
         return tokenizer, split_plain_text(read_plain_text(data), tokenizer), file_sha256(data), {}, []
     poets = resolve_poets(cfg.poets)
-    if cfg.tokenizer == "char":
-        from .tokenizer import train_tokenizer
-
-        tokenizer = train_tokenizer(data, "char", poets=poets, progress=cfg.progress)
-    else:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    splits, data_hash = load_corpus_splits(data, tokenizer, poets, cfg.cache_dir, progress=cfg.progress)
-    return tokenizer, splits, data_hash, read_metre_names(data, poets), poets or []
-
-
-def read_metre_names(path: Path, poets) -> dict[int, str]:
-    import gzip
-    import json
-
-    names: dict[int, str] = {}
-    wanted = set(poets) if poets else None
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                metre = record.get("Metre")
-                if metre and (wanted is None or record.get("Poet") in wanted):
-                    names.setdefault(int(metre["Id"]), str(metre["Rhythm"]))
-            except (ValueError, TypeError, KeyError, AttributeError):
-                continue
-    return names
+    tokenizer = "char" if cfg.tokenizer == "char" else load_tokenizer(cfg.tokenizer)
+    corpus = load_corpus_splits(data, tokenizer, poets, cfg.cache_dir, progress=cfg.progress)
+    return corpus.tokenizer, corpus.splits, corpus.data_hash, corpus.metres, poets or []
 
 
 def _rng_state(np_rng: np.random.Generator) -> dict:

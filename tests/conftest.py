@@ -1,0 +1,70 @@
+"""Shared fixtures: a small Ganjoor-schema corpus made from the Hafez divan of the `hafez` PyPI
+package (MIT; no network, no ../shared), and a tiny model trained on it by our own `train`."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RUBAI = "مفعول مفاعیل مفاعیل فعل (وزن رباعی)"
+RAMAL = "فاعلاتن فاعلاتن فاعلاتن فاعلن (رمل مثمن محذوف)"
+
+
+def hafez_ghazals() -> list[list[str]]:
+    spec = importlib.util.find_spec("hafez")  # finds the package without importing it (it needs pandas)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the test extra is needed: pip install -e '.[test]' (it brings the hafez divan)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "hafez.json"
+    return [entry["poem"] for entry in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def ganjoor_record(poem_id: int, poet: str, hemistichs: list[str], form: str = "Ghazal",
+                   metre: tuple[int, str] | None = (3, RAMAL), rhyme: str | None = "ها") -> dict:
+    verses = [{"Position": "Right" if i % 2 == 0 else "Left", "CoupletIndex": i // 2, "Text": text}
+              for i, text in enumerate(hemistichs)]
+    return {"Id": poem_id, "Poet": poet, "PoetName": poet, "FullUrl": f"/{poet}/{poem_id}",
+            "FullTitle": poet, "PoemFormat": form,
+            "Metre": {"Id": metre[0], "Rhythm": metre[1]} if metre else None,
+            "RhymeLetters": rhyme, "Verses": verses}
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory) -> Path:
+    """400 poems: Hafez's ghazals under two poet names and three forms, as .jsonl.gz."""
+    ghazals = hafez_ghazals()
+    records = []
+    for i, hemistichs in enumerate(ghazals[:400]):
+        poet = "hafez" if i % 2 == 0 else "saadi"
+        if i % 5 == 0:
+            records.append(ganjoor_record(i + 1, poet, hemistichs[:4], "Robaee", (24, RUBAI), None))
+        else:
+            records.append(ganjoor_record(i + 1, poet, hemistichs))
+    path = tmp_path_factory.mktemp("corpus") / "poems.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def tiny_config(corpus: Path, out_dir: Path, **overrides):
+    from persian_poetry.train import TrainConfig
+
+    values = dict(data=str(corpus), out_dir=str(out_dir), poets="all", tokenizer="char", n_layer=2, n_head=2,
+                  n_embd=32, context_length=64, batch_size=8, learning_rate=3e-3, min_learning_rate=3e-4,
+                  warmup_steps=5, max_steps=30, eval_interval=10, eval_poems=5, checkpoint_interval=10,
+                  seed=7, progress=False, cache_dir=str(out_dir / "cache"))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(corpus_path, tmp_path_factory) -> Path:
+    from persian_poetry.train import train
+
+    out = tmp_path_factory.mktemp("tiny")
+    train(tiny_config(corpus_path, out), command_line=["test"])
+    return out / "model"

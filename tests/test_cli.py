@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+
+from persian_poetry.cli import main
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "persian_poetry.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("generate", "train", "train-tokenizer", "evaluate"):
+        assert command in result.stdout
+
+
+def test_generate_streams_couplets_one_per_line(tiny_model_dir):
+    result = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.rstrip("\n").split("\n")
+    assert len(lines) == 4
+    assert all("      " in line for line in lines)  # the gap between the two hemistichs
+    again = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1", "--json")
+    poem = json.loads(again.stdout)
+    assert [f"{a}      {b}" for a, b in poem["couplets"]] == [line.strip() for line in lines]
+
+
+def test_unknown_poet_is_a_one_line_error(tiny_model_dir, capsys):
+    code = main(["generate", "--model", str(tiny_model_dir), "--poet", "nobody"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "unknown poet 'nobody'; choose from: hafez, saadi" in err
+    assert main(["generate", "--model", str(tiny_model_dir / "missing")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
+
+
+def test_evaluate_json_and_train_tokenizer(tiny_model_dir, corpus_path, tmp_path, capsys):
+    assert main(["evaluate", "--data", str(corpus_path), "--model", str(tiny_model_dir), "--split", "all",
+                 "--limit", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["poems"] == 20 and result["characters"] > 1000 and 1 < result["bits_per_char"] < 8
+    out = tmp_path / "bpe.json"
+    assert main(["train-tokenizer", "--data", str(corpus_path), "--poets", "all", "--vocab-size", "300",
+                 "--out", str(out)]) == 0
+    from persian_poetry.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(out)
+    assert tok.kind == "bpe" and tok.vocab_size == 300 and "<|poet:hafez|>" in tok.special_tokens

@@ -1,0 +1,92 @@
+import pytest
+
+from persian_poetry.checkpoint import ModelLoadError, load_model
+from persian_poetry.errors import PoetryError
+from persian_poetry.generate import PoemRequest, write_poem
+from persian_poetry.text import ALPHABET
+
+
+@pytest.fixture(scope="module")
+def poetry(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+@pytest.mark.parametrize("form,couplets", [("ghazal", 1), ("ghazal", 5), ("rubai", None)])
+def test_exact_number_of_couplets_each_with_two_hemistichs(poetry, form, couplets):
+    poem = write_poem(poetry, PoemRequest(poet="hafez", form=form, couplets=couplets, seed=3))
+    assert len(poem.couplets) == (couplets or 2)
+    for first, second in poem.couplets:
+        assert first and second
+        assert set(first + second) <= ALPHABET
+    assert poem.metre in poetry.controls.metres
+    assert poem.header.startswith("<|poem|><|poet:hafez|><|form:" + form)
+
+
+def test_same_seed_same_poem_and_another_seed_another(poetry):
+    request = PoemRequest(poet="saadi", form="ghazal", couplets=3, seed=11)
+    first = write_poem(poetry, request)
+    assert write_poem(poetry, request).couplets == first.couplets
+    assert write_poem(poetry, PoemRequest(poet="saadi", form="ghazal", couplets=3, seed=12)).couplets != first.couplets
+
+
+def test_stream_events_spell_the_poem(poetry):
+    events = []
+    poem = write_poem(poetry, PoemRequest(couplets=3, seed=5), on_event=lambda kind, text: events.append((kind, text)))
+    kinds = [k for k, _ in events if k != "text"]
+    assert kinds == ["hemi", "beyt", "hemi", "beyt", "hemi", "end"]
+    streamed, hemistichs = "", []
+    for kind, text in events:
+        if kind == "text":
+            streamed += text
+        else:
+            hemistichs.append(streamed)
+            streamed = ""
+    from persian_poetry.text import normalize
+
+    assert [normalize(h) for h in hemistichs] == [h for pair in poem.couplets for h in pair]
+
+
+def test_a_poem_longer_than_the_context_keeps_going(poetry):
+    # The tiny model has a 64-token context; 12 couplets are several times that.
+    poem = write_poem(poetry, PoemRequest(couplets=12, seed=1))
+    assert len(poem.couplets) == 12 and poem.tokens > poetry.config.context_length
+
+
+def test_fixed_metre_and_rhyme_go_into_the_header(poetry):
+    poem = write_poem(poetry, PoemRequest(metre=24, rhyme="ار", couplets=2, seed=2))
+    assert poem.metre == 24 and poem.rhyme == "ار"
+    assert "<|metre:24|><|rhyme|>ار<|body|>" in poem.header
+
+
+@pytest.mark.parametrize("request_kwargs,message", [
+    (dict(poet="shakespeare"), "unknown poet 'shakespeare'; choose from: hafez, saadi"),
+    (dict(form="sonnet"), "unknown form 'sonnet'; choose from:"),
+    (dict(couplets=0), "couplets must be between 1 and 40"),
+    (dict(couplets=41), "couplets must be between 1 and 40"),
+    (dict(temperature=0), "temperature must be > 0"),
+    (dict(top_p=0), "top_p"),
+    (dict(metre=999), "unknown metre 999"),
+    (dict(metre=3, rhyme="abc"), "holds no Persian letters"),
+    (dict(rhyme="ار"), "only be fixed together with a metre"),
+])
+def test_bad_requests_are_clear_errors(poetry, request_kwargs, message):
+    with pytest.raises(PoetryError, match=message.replace("(", r"\(")):
+        write_poem(poetry, PoemRequest(**request_kwargs))
+
+
+def test_damaged_or_missing_model_directories_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "nothing")
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model_dir, partial)
+    (partial / "tokenizer.json").unlink()
+    with pytest.raises(ModelLoadError, match="missing tokenizer.json"):
+        load_model(partial)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelLoadError, match="model.safetensors"):
+        load_model(damaged)

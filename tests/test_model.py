@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+
+from persian_poetry.engine import Engine, Sampling, filter_logits
+from persian_poetry.model import GPT, GPTConfig, KVCache, sinusoidal_table
+
+
+def small(**kw) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**dict(vocab_size=50, context_length=24, n_layer=2, n_head=2, n_embd=16), **kw})).eval()
+
+
+def test_sinusoidal_table_follows_the_formula():
+    table = sinusoidal_table(4, 4)
+    for pos in range(4):
+        for i in range(2):
+            angle = pos / 10000 ** (2 * i / 4)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    # The seed document prints 0.001 here; the formula gives sin(1/100).
+    assert table[1, 2].item() == pytest.approx(0.0100, abs=1e-4)
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(positional):
+    model = small(positional=positional)
+    x = torch.randint(0, 50, (2, 12))
+    full, _, _ = model(x)
+    cache = KVCache(model.config, 2, "cpu", torch.float32)
+    parts = [model(x[:, :5], cache=cache)[0]] + [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_attention_weights_are_causal_distributions_and_match_the_fused_path():
+    model = small()
+    x = torch.randint(0, 50, (1, 10))
+    fused, _, _ = model(x)
+    logits, _, weights = model(x, return_weights=True)
+    assert torch.allclose(fused, logits, atol=1e-5)
+    assert len(weights) == 2 and weights[0].shape == (1, 2, 10, 10)
+    for w in weights:
+        assert torch.allclose(w.sum(-1), torch.ones(1, 2, 10), atol=1e-5)
+        assert torch.all(w.triu(diagonal=1) == 0)  # no token looks ahead
+
+
+def test_output_weights_are_tied_and_loss_ignores_minus_one():
+    model = small()
+    assert model.lm_head.weight is model.token_embedding.weight
+    x = torch.randint(0, 50, (1, 8))
+    y = x.clone()
+    y[0, :4] = -1
+    _, loss, _ = model(x, y)
+    logits, _, _ = model(x)
+    expected = torch.nn.functional.cross_entropy(logits[0, 4:], y[0, 4:])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_config_and_context_errors():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=10, n_head=3)
+    with pytest.raises(ValueError, match="positional"):
+        GPTConfig(positional="rotary")
+    with pytest.raises(ValueError, match="context length"):
+        small()(torch.zeros(1, 25, dtype=torch.long))
+    assert GPTConfig.from_dict({"n_layer": 3, "from_the_future": 1}).n_layer == 3
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
+    kept = filter_logits(logits, Sampling(temperature=1.0, top_k=2, top_p=1.0))
+    assert torch.isfinite(kept).tolist() == [True, True, False, False, False]
+    probs = logits.softmax(-1)  # 0.636, 0.234, 0.086, ...
+    kept = filter_logits(logits, Sampling(temperature=1.0, top_k=0, top_p=0.8))
+    assert torch.isfinite(kept).tolist() == [True, True, False, False, False]
+    assert probs[:1].sum() < 0.8 <= probs[:2].sum()
+    with pytest.raises(ValueError):
+        Sampling(temperature=0)
+    with pytest.raises(ValueError):
+        Sampling(top_p=1.5)
+
+
+def test_engine_is_seeded_and_slides_past_the_token_limit():
+    model = small()
+    engine = Engine(model)
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return list(engine.stream([1, 2, 3, 4], 4, Sampling(1.0, 0, 1.0), g, max_new_tokens=60))
+
+    first = run(3)
+    assert len(first) == 60  # 64 tokens in a 24-token context: the window slid
+    assert first == run(3)
+    assert first != run(4)
+
+
+def test_engine_matches_recomputing_the_window_at_each_step():
+    """With temperature near 0 (greedy), cached decoding equals a naive full forward per step."""
+    model = small()
+    prompt, pinned = [5, 6, 7], 3
+    g = torch.Generator().manual_seed(0)
+    cached = list(Engine(model).stream(prompt, pinned, Sampling(1e-6, 1, 1.0), g, max_new_tokens=15))
+    tokens = list(prompt)
+    for _ in range(15):
+        logits, _, _ = model(torch.tensor([tokens]))
+        tokens.append(int(logits[0, -1].argmax()))
+    assert cached == tokens[3:]

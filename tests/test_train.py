@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from persian_poetry.checkpoint import load_model, load_training_state
+from persian_poetry.train import TrainConfig, config_with_preset, learning_rate, train
+from persian_poetry.train_options import TRAIN_OPTIONS
+
+
+def test_trained_model_directory_and_report(tiny_model_dir):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "loss.png"):
+        assert (tiny_model_dir / name).exists(), name
+    report = json.loads((tiny_model_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["seed"] == 7 and report["steps"] == 30
+    assert report["tokens_seen"] == 30 * 8 * 64
+    assert len(report["data"]["sha256"]) == 64
+    assert report["hardware"]["torch"] == torch.__version__
+    assert [h["step"] for h in report["history"]] == [10, 20, 30, 30]
+    final = report["final_val"]
+    assert final["poems"] > 0 and 1.0 < final["bits_per_char"] < 8.0
+    # Training helps: the last validation beats the first.
+    assert report["history"][-1]["val_bits_per_char"] < report["history"][0]["val_bits_per_char"]
+    poetry = load_model(tiny_model_dir)
+    assert "hafez" in poetry.controls.poets and 24 in poetry.controls.metres
+    assert "رباعی" in poetry.metres[24]
+
+
+def test_resume_continues_where_it_stopped(corpus_path, tmp_path):
+    train(tiny_config(corpus_path, tmp_path, max_steps=10), command_line=["test"])
+    state = load_training_state(tmp_path / "checkpoint.pt")
+    assert state["step"] == 10 and set(state["rng"]) >= {"torch", "numpy"}
+    report = train(tiny_config(corpus_path, tmp_path, max_steps=20, resume=True), command_line=["test"])
+    assert report["steps"] == 20
+    assert report["tokens_seen"] == 20 * 8 * 64
+    assert load_training_state(tmp_path / "checkpoint.pt")["step"] == 20
+
+
+def test_same_seed_same_weights(corpus_path, tmp_path):
+    digests = []
+    for run in ("a", "b"):
+        train(tiny_config(corpus_path, tmp_path / run, max_steps=6, cache_dir=str(tmp_path / "cache")),
+              command_line=["test"])
+        digests.append((tmp_path / run / "model" / "config.json").read_text())
+    weights = [json.loads(d)["weights_sha256"] for d in digests]
+    assert weights[0] == weights[1]
+
+
+def test_time_budget_stops_the_run_and_shapes_the_schedule(corpus_path, tmp_path):
+    report = train(tiny_config(corpus_path, tmp_path, max_steps=10_000, time_budget=2.0, eval_interval=10_000,
+                               checkpoint_interval=10_000), command_line=["test"])
+    assert 0 < report["steps"] < 10_000
+    cfg = TrainConfig(learning_rate=1.0, min_learning_rate=0.1, warmup_steps=10, max_steps=10**6, time_budget=100)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 10, 0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 50, 50) == pytest.approx(0.55)
+    assert learning_rate(cfg, 90, 100) == pytest.approx(0.1)
+
+
+def test_presets_and_cli_options_name_real_config_fields():
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    assert set(TRAIN_OPTIONS) <= names
+    assert config_with_preset("notebook").dropout == 0.2
+    with pytest.raises(ValueError, match="choose from"):
+        config_with_preset("nope")
+
+
+def test_notebook_style_plain_text_training(tmp_path):
+    from conftest import hafez_ghazals
+
+    text = "\n".join(h for g in hafez_ghazals()[:60] for h in g)
+    path = tmp_path / "seed.txt"
+    path.write_text(text, encoding="utf-8")
+    report = train(tiny_config(path, tmp_path / "run", max_steps=10, eval_interval=5), command_line=["test"])
+    final = report["final_val"]
+    assert final["poems"] == 1
+    # The val split is the last 10% of the characters, scored with sliding windows.
+    assert abs(final["characters"] - len(text) // 10) < len(text) // 50
+
+
+def test_ddp_two_processes_end_with_identical_weights(corpus_path, tmp_path):
+    """torchrun with 2 gloo processes on CPU: DDP keeps the replicas equal."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "persian_poetry.cli", "train", "--data", str(corpus_path), "--out-dir", str(tmp_path),
+               "--poets", "all", "--tokenizer", "char", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+               "--context-length", "32", "--batch-size", "4", "--max-steps", "8", "--eval-interval", "100",
+               "--checkpoint-interval", "100", "--eval-poems", "2", "--cache-dir", str(tmp_path / "cache"),
+               "--no-progress", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "model" / "report.json").read_text(encoding="utf-8"))
+    digests = report["rank_weight_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert report["hardware"]["processes"] == 2
+    assert report["tokens_seen"] == 8 * 4 * 32 * 2
