@@ -143,6 +143,11 @@ class GPT(nn.Module):
             # A buffer, not a parameter: the formula fixes it. Not saved with the weights.
             self.register_buffer("position_table", sinusoidal_table(config.context_length, config.n_embd),
                                  persistent=False)
+        # The sinusoids have values near ±1 while token embeddings start near ±0.02: added as they
+        # are, position drowns out the token and training crawls (measured: 0.36 bits/char worse
+        # after 125 steps on the notebook's text). Scaling the table by 1/sqrt(d) restores the
+        # token-to-position ratio of the original Transformer, which multiplies embeddings by sqrt(d).
+        self.position_scale = 1.0 / math.sqrt(config.n_embd) if config.positional == "sinusoidal" else 1.0
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -170,7 +175,7 @@ class GPT(nn.Module):
         if self.config.positional == "learned":
             pos = torch.arange(start, start + length, device=self.token_embedding.weight.device)
             return self.position_embedding(pos)
-        return self.position_table[start:start + length]
+        return self.position_table[start:start + length] * self.position_scale
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 return_weights: bool = False):
