@@ -23,7 +23,7 @@ from .controls import BEYT, BODY, END, HEMI, Controls, header_tokens
 from .corpus import SPLITS, Poem, read_jsonl
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cache also holds tokenizer.json and metres.json
 START, HEADER, BODY_LEN, CHARS = range(4)  # columns of `index`
 
 
