@@ -68,8 +68,8 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # The original notebook's corpus and split (90/10 by position), for the like-for-like figure.
     "notebook": dict(data=str(SHARED_DATA / "seed" / "hafez_khayyam.txt"), tokenizer="char", out_dir="runs/notebook",
-                     n_layer=6, n_head=6, n_embd=192, context_length=256, dropout=0.2, batch_size=16,
-                     learning_rate=2e-3, min_learning_rate=1e-4, warmup_steps=100, max_steps=100_000,
+                     n_layer=4, n_head=4, n_embd=128, context_length=256, dropout=0.1, batch_size=16,
+                     learning_rate=3e-3, min_learning_rate=1e-4, warmup_steps=100, max_steps=1_000_000,
                      time_budget=1800, eval_interval=250, checkpoint_interval=500),
     # The shipped default model: classical poets of Ganjoor, BPE tokenizer.
     "default": dict(poets="classical", tokenizer="runs/tokenizer-bpe4k.json", out_dir="runs/default",
