@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-chars", type=int, default=30_000_000, help="BPE training text cap")
     t.add_argument("--out", required=True, help="where to write the tokenizer JSON")
 
+    c = sub.add_parser("train-metre-classifier", help="train the learned metre classifier (prosody)")
+    c.add_argument("--data", required=True, help="Ganjoor-schema JSONL with metre labels")
+    c.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/metre_classifier)")
+    c.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
+    c.add_argument("--time-budget", type=float, default=900, help="seconds of training")
+    c.add_argument("--seed", type=int, default=1337)
+    c.add_argument("--threads", type=int, default=1)
+
     e = sub.add_parser("evaluate", help="bits per character of a model on held-out poems")
     e.add_argument("--data", required=True, help="Ganjoor-schema JSONL, or a .txt (scored on its last 10%%)")
     e.add_argument("--model", default=None, help="model directory (default: the shipped model)")
@@ -147,6 +155,20 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
+def cmd_train_metre_classifier(args) -> int:
+    import torch
+
+    from .classifier import train_classifier
+    from .train import resolve_poets
+
+    torch.set_num_threads(args.threads)
+    report = train_classifier(args.data, args.out, resolve_poets(args.poets), args.time_budget, seed=args.seed,
+                              command_line=["persian-poetry", *sys.argv[1:]])
+    print(f"metre classifier: val hemistich accuracy {report['best_val_hemistich_accuracy']:.4f}; "
+          f"written to {args.out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_file
 
@@ -160,7 +182,7 @@ def cmd_evaluate(args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier}
 
 if __name__ == "__main__":
     sys.exit(main())
