@@ -107,24 +107,23 @@ def load_classifier(directory: str | Path | None = None) -> MetreClassifier:
     return model.eval()
 
 
-def labelled_hemistichs(data: str | Path, split: str, poets=None, metres: set[int] | None = None,
-                        limit_poems: int | None = None) -> tuple[list[str], list[int], list[int]]:
-    """(hemistichs, metre ids, poem index) of the labelled poems of one split of a corpus."""
+def labelled_hemistichs(data: str | Path, splits: tuple[str, ...] = ("train", "val"), poets=None,
+                        metres: set[int] | None = None) -> dict[str, tuple[list[str], list[int], list[int]]]:
+    """{split: (hemistichs, metre ids, poem number)} of the labelled poems of a corpus, one pass."""
     from .corpus import read_jsonl
 
-    texts, labels, poem_of = [], [], []
-    n = 0
+    out: dict[str, tuple[list[str], list[int], list[int]]] = {s: ([], [], []) for s in splits}
+    poems_seen = dict.fromkeys(splits, 0)
     for poem in read_jsonl(data, poets):
-        if poem.split != split or poem.metre is None or (metres is not None and poem.metre not in metres):
+        split = poem.split
+        if split not in out or poem.metre is None or (metres is not None and poem.metre not in metres):
             continue
-        for h in poem.hemistichs:
-            texts.append(h)
-            labels.append(poem.metre)
-            poem_of.append(n)
-        n += 1
-        if limit_poems is not None and n >= limit_poems:
-            break
-    return texts, labels, poem_of
+        texts, labels, poem_of = out[split]
+        texts.extend(poem.hemistichs)
+        labels.extend([poem.metre] * len(poem.hemistichs))
+        poem_of.extend([poems_seen[split]] * len(poem.hemistichs))
+        poems_seen[split] += 1
+    return out
 
 
 def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_budget: float = 900,
@@ -139,8 +138,9 @@ def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_bud
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     known = {m.id for m in load_catalogue()}
-    texts, labels, _ = labelled_hemistichs(data, "train", poets, known)
-    val_texts, val_labels, _ = labelled_hemistichs(data, "val", poets, known)
+    data_by_split = labelled_hemistichs(data, ("train", "val"), poets, known)
+    texts, labels, _ = data_by_split["train"]
+    val_texts, val_labels, _ = data_by_split["val"]
     label_ids = sorted(set(labels))
     index = {m: i for i, m in enumerate(label_ids)}
     y = torch.tensor([index[m] for m in labels])

@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1337)
     c.add_argument("--threads", type=int, default=1)
 
+    s = sub.add_parser("scan", help="scan the metre and rhyme of verse",
+                       description="Print each hemistich with its syllable weights (− long, ∪ short), the "
+                                   "poem's metre with its Persian name and feet, the confidence, and the rhyme.")
+    s.add_argument("text", nargs="?", help="verse, one hemistich a line (or use --file)")
+    s.add_argument("--file", help="a UTF-8 text file, one hemistich a line")
+    s.add_argument("--form", default=None, help="ghazal, rubai, masnavi, qasida, ... (default: guessed)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("evaluate-prosody", help="metre accuracy against Ganjoor's labels")
+    p.add_argument("--data", required=True, help="Ganjoor-schema JSONL with metre labels")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--limit", type=int, default=None, help="only the first N labelled poems")
+    p.add_argument("--confusion", default=None, help="write the poem-level confusion matrix to this PNG")
+    p.add_argument("--json", action="store_true")
+
     e = sub.add_parser("evaluate", help="bits per character of a model on held-out poems")
     e.add_argument("--data", required=True, help="Ganjoor-schema JSONL, or a .txt (scored on its last 10%%)")
     e.add_argument("--model", default=None, help="model directory (default: the shipped model)")
@@ -169,6 +184,61 @@ def cmd_train_metre_classifier(args) -> int:
     return 0
 
 
+def cmd_scan(args) -> int:
+    from pathlib import Path
+
+    from .metres import show_pattern
+    from .prosody import scan
+
+    if args.file:
+        text = Path(args.file).read_text(encoding="utf-8")
+    elif args.text:
+        text = args.text
+    else:
+        raise ValueError("give the verse as an argument or with --file")
+    result = scan(text, form=args.form)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+        return 0
+    if result.metre_id is None:
+        raise ValueError("no Persian verse to scan")
+    for h in result.hemistichs:
+        syllables = h.rule.syllables
+        if syllables:
+            cells = [(s.letters or "·", show_pattern(s.weight)) for s in syllables]
+            widths = [max(len(a), len(b)) for a, b in cells]
+            print(h.text)
+            print("  " + " ".join(a.ljust(w) for (a, _), w in zip(cells, widths, strict=True)))
+            # RLM: lay the signs out right to left like the letters above them in a bidi terminal.
+            print("\u200f  " + " ".join(b.ljust(w) for (_, b), w in zip(cells, widths, strict=True)))
+        else:
+            print(h.text + "\n  (the scanner cannot read this hemistich in the poem's metre)")
+    print(f"metre: {result.name} (Ganjoor id {result.metre_id}); feet: {' '.join(result.feet)}; "
+          f"confidence {result.confidence:.2f}")
+    if result.rhyme is not None and result.rhyme.found:
+        broken = f"; broken at hemistichs {', '.join(str(i + 1) for i in result.rhyme.broken)}" if result.rhyme.broken else ""
+        print(f"rhyme (qafiya): {result.rhyme.qafiya}; refrain (radif): {' '.join(result.rhyme.radif) or '-'}{broken}")
+    return 0
+
+
+def cmd_evaluate_prosody(args) -> int:
+    import torch
+
+    from .prosody import evaluate_prosody
+
+    torch.set_num_threads(1)
+    result = evaluate_prosody(args.data, args.split, args.limit, confusion_png=args.confusion)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['split']} split: {result['poems']} labelled poems, {result['hemistichs']} hemistichs")
+    print(f"{'method':12s} {'hemistich':>10s} {'poem':>8s} {'hemi top20':>11s} {'poem top20':>11s}")
+    for name, m in result["methods"].items():
+        print(f"{name:12s} {m['hemistich_accuracy']:10.2%} {m['poem_accuracy']:8.2%} "
+              f"{m['hemistich_accuracy_top20']:11.2%} {m['poem_accuracy_top20']:11.2%}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_file
 
@@ -182,7 +252,8 @@ def cmd_evaluate(args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
-            "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier}
+            "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
+            "evaluate-prosody": cmd_evaluate_prosody}
 
 if __name__ == "__main__":
     sys.exit(main())
