@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from .metres import load_catalogue
 from .rhyme import Rhyme, analyze_rhyme
-from .scansion import Scansion, scan_hemistich
+from .scansion import Scansion, scan_hemistich, scan_poem
 from .text import PERSIAN_LETTERS, normalize
 
 RULE_WEIGHT = 1.0
@@ -144,25 +144,35 @@ def evaluate_prosody(data, split: str = "test", limit: int | None = None, poets=
                                                                   mininterval=2)]
     classifier = classifier if classifier is not None else _default_classifier()
     ids, combined, _, probs = combined_scores(texts, classifier, rule_weight, miss_cost, scans)
-    rule_only = -torch.tensor([[s.costs.get(m, miss_cost) for m in ids] for s in scans])
-    methods = {"rule": rule_only, "combined": combined}
-    if probs is not None:
-        methods["classifier"] = probs.clamp(min=1e-9).log()
     gold = torch.tensor(labels)
     poems = torch.tensor(poem_of)
     n_poems = int(poems.max()) + 1
     poem_gold = torch.zeros(n_poems, dtype=torch.long)
     poem_gold[poems] = gold
-    top20 = {m for m, _ in Counter(poem_gold.tolist()).most_common(20)}
     id_tensor = torch.tensor(ids)
+
+    def by_scores(scores):
+        poem_scores = torch.zeros(n_poems, len(ids)).index_add_(0, poems, scores)
+        return id_tensor[scores.argmax(1)], id_tensor[poem_scores.argmax(1)]
+
+    # The scanner alone is judged by its own choices: its best reading per hemistich (with its
+    # prior over metres), and its own fit of one metre to all hemistichs of a poem.
+    by_poem: dict[int, list[str]] = {}
+    for text, p in zip(texts, poem_of, strict=True):
+        by_poem.setdefault(p, []).append(text)
+    predictions = {
+        "rule": (torch.tensor([s.metre_id if s.metre_id is not None else -1 for s in scans]),
+                 torch.tensor([scan_poem(by_poem[p], top=1, align=False).metre_id or -1 for p in range(n_poems)])),
+        "combined": by_scores(combined),
+    }
+    if probs is not None:
+        predictions["classifier"] = by_scores(probs.clamp(min=1e-9).log())
+    top20 = {m for m, _ in Counter(poem_gold.tolist()).most_common(20)}
+    in20_h = torch.tensor([g in top20 for g in labels])
+    in20_p = torch.tensor([g in top20 for g in poem_gold.tolist()])
     result = {"split": split, "poems": n_poems, "hemistichs": len(texts), "rule_weight": rule_weight,
               "miss_cost": miss_cost, "methods": {}}
-    for name, scores in methods.items():
-        hemi_pred = id_tensor[scores.argmax(1)]
-        poem_scores = torch.zeros(n_poems, len(ids)).index_add_(0, poems, scores)
-        poem_pred = id_tensor[poem_scores.argmax(1)]
-        in20_h = torch.tensor([g in top20 for g in labels])
-        in20_p = torch.tensor([g in top20 for g in poem_gold.tolist()])
+    for name, (hemi_pred, poem_pred) in predictions.items():
         result["methods"][name] = {
             "hemistich_accuracy": (hemi_pred == gold).float().mean().item(),
             "poem_accuracy": (poem_pred == poem_gold).float().mean().item(),
