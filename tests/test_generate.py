@@ -2,7 +2,7 @@ import pytest
 
 from persian_poetry.checkpoint import ModelLoadError, load_model
 from persian_poetry.errors import PoetryError
-from persian_poetry.generate import PoemRequest, write_poem
+from persian_poetry.generate import VOWEL_MARKS, PoemRequest, write_poem
 from persian_poetry.text import ALPHABET
 
 
@@ -18,6 +18,7 @@ def test_exact_number_of_couplets_each_with_two_hemistichs(poetry, form, couplet
     for first, second in poem.couplets:
         assert first and second
         assert set(first + second) <= ALPHABET
+        assert not set(first + second) & set(VOWEL_MARKS)  # plain script unless vowel_marks=True
     assert poem.metre in poetry.controls.metres
     assert poem.header.startswith("<|poem|><|poet:hafez|><|form:" + form)
 

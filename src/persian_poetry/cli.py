@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=50)
     g.add_argument("--top-p", type=float, default=0.95)
     g.add_argument("--seed", type=int, default=None, help="same seed, same poem (default: random)")
+    g.add_argument("--vowel-marks", action="store_true",
+                   help="allow short-vowel marks and tashdid (off: plain script, as most verse is written)")
     g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
@@ -117,7 +119,7 @@ def cmd_generate(args) -> int:
         print("forms:", ", ".join(f for f in poetry.controls.forms if f in FORM_COUPLETS))
         return 0
     request = PoemRequest(poet=args.poet, form=args.form, couplets=args.couplets, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, vowel_marks=args.vowel_marks)
     stream = not (args.no_stream or args.json)
     on_event = _terminal_streamer() if stream else None
     poem = write_poem(poetry, request, on_event=on_event)

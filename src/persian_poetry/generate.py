@@ -21,7 +21,10 @@ from .checkpoint import PoetryModel, load_model
 from .controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, POEM, RHYME, control_token
 from .engine import Engine, Sampling
 from .errors import PoetryError
-from .text import normalize
+from .text import DIACRITICS, normalize
+
+SHADDA = "\u0651"
+VOWEL_MARKS = DIACRITICS.replace("\u0654", "")
 
 # Forms one can ask for, with their usual length in couplets.
 FORM_COUPLETS: dict[str, int] = {"ghazal": 7, "rubai": 2, "dobeyti": 2, "masnavi": 10, "qasida": 15, "qete": 4}
@@ -41,6 +44,7 @@ class PoemRequest:
     top_k: int = 50
     top_p: float = 0.95
     seed: int | None = None  # None: a random seed, reported in the result
+    vowel_marks: bool = False  # allow short-vowel marks and tashdid (most verse is written without)
 
 
 @dataclass
@@ -101,7 +105,7 @@ def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, in
 class _PoemState:
     """Where the writing stands (header or body, which hemistich) and which tokens may come next."""
 
-    def __init__(self, poetry: PoetryModel, couplets: int, phase: str):
+    def __init__(self, poetry: PoetryModel, couplets: int, phase: str, vowel_marks: bool = False):
         tok = poetry.tokenizer
         self.tok = tok
         self.ids = {name: tok.token_to_id(name) for name in (BODY, RHYME, HEMI, BEYT, END)}
@@ -113,6 +117,10 @@ class _PoemState:
         self.bad_text = torch.tensor(["\n" in p for p in pieces]) & ~self.special
         self.has_space = torch.tensor([" " in p or "\u200c" in p for p in pieces])
         self.leading_space = torch.tensor([p.startswith((" ", "\u200c")) for p in pieces])
+        self.leading_mark = torch.tensor([bool(p) and p[0] in DIACRITICS for p in pieces]) & ~self.special
+        # Vowel marks other than the ezafe hamza (هٔ), which classical verse is usually written without.
+        self.vowel_marks = torch.tensor([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~self.special
+        self.allow_marks = vowel_marks
         self.metre_ids = torch.tensor([tok.token_to_id(control_token("metre", m)) for m in poetry.controls.metres])
         self.couplets = couplets
         self.phase = phase  # "metre", "after_metre", "rhyme" or "body"
@@ -143,6 +151,12 @@ class _PoemState:
             mask = ~self.special & ~self.bad_text
             if text_len == 0 or text.endswith(" "):
                 mask &= ~self.leading_space  # verse is written with single spaces
+            if text_len == 0 or (text[-1] in DIACRITICS and text[-1] != SHADDA):
+                # A letter carries one vowel mark (tashdid may take one more); stacked marks are
+                # not Persian orthography, and an undertrained model can spiral into them.
+                mask &= ~self.leading_mark
+            if not self.allow_marks:
+                mask &= ~self.vowel_marks
             if text_len >= MAX_HEMISTICH_CHARS:
                 mask[:] = False
             if text_len > 0:
@@ -229,7 +243,7 @@ def write_poem(poetry: PoetryModel, request: PoemRequest,
             state.advance(token)
 
     # 2. The body, with the header pinned at the start of the context window.
-    state = _PoemState(poetry, couplets, "body")
+    state = _PoemState(poetry, couplets, "body", request.vowel_marks)
     streamer = _Streamer(tok, on_event)
     body: list[int] = []
     budget = couplets * 2 * (MAX_HEMISTICH_CHARS + 2)
