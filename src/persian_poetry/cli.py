@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test",
                    help="which poems of the file, by the id hash of corpus.split_of (default: test)")
+    e.add_argument("--poets", default="all", help="'all' (default), 'classical' or comma-separated slugs")
     e.add_argument("--limit", type=int, default=None, help="score only the first N poems")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -242,9 +243,14 @@ def cmd_evaluate_prosody(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_file
+    import torch
 
-    result = evaluate_file(args.data, args.model, split=args.split, limit=args.limit, batch_size=args.batch_size)
+    from .evaluate import evaluate_file
+    from .train import resolve_poets
+
+    torch.set_num_threads(1)
+    result = evaluate_file(args.data, args.model, split=args.split, limit=args.limit, batch_size=args.batch_size,
+                           poets=resolve_poets(args.poets))
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

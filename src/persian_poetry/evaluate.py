@@ -112,11 +112,12 @@ def evaluate_split(model, split: EncodedSplit, limit: int | None = None, batch_s
 
 
 def evaluate_file(data, model_dir=None, split: str = "test", limit: int | None = None,
-                  batch_size: int = 16, progress: bool = True) -> EvalResult:
+                  batch_size: int = 16, progress: bool = True, poets=None) -> EvalResult:
     """Bits/char of a model directory (default: the shipped model) on a corpus file.
 
     A JSONL corpus is scored on the poems of `split` ("test", "val", "train" by the id hash of
-    `corpus.split_of`, or "all"); a .txt file (the notebook's corpus) on its last 10%.
+    `corpus.split_of`, or "all"), optionally only `poets`; a .txt file (the notebook's corpus) on
+    its last 10%.
     """
     from pathlib import Path
 
@@ -130,7 +131,7 @@ def evaluate_file(data, model_dir=None, split: str = "test", limit: int | None =
     if data.suffix == ".txt":
         encoded = split_plain_text(read_plain_text(data), poetry.tokenizer)["val"]
     else:
-        poems = [p for p in read_jsonl(data) if split == "all" or p.split == split]
+        poems = [p for p in read_jsonl(data, poets) if split == "all" or p.split == split]
         if limit is not None:
             poems = poems[:limit]
         if not poems:
