@@ -13,7 +13,6 @@ a temporary file first and renamed into place, so a crash never leaves a half-wr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .controls import Controls
+from .dataset import file_sha256 as sha256_of
 from .errors import PoetryError
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
@@ -48,14 +48,6 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
