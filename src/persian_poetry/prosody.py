@@ -13,7 +13,6 @@ The two weights were chosen on the val split (`evaluate-prosody --split val --tu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
