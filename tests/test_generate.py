@@ -91,3 +91,14 @@ def test_damaged_or_missing_model_directories_are_refused(tiny_model_dir, tmp_pa
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ModelLoadError, match="model.safetensors"):
         load_model(damaged)
+
+
+def test_the_shipped_model_loads_offline_and_writes_a_ghazal():
+    poetry = load_model()  # src/persian_poetry/default_model, no network, no ../shared
+    assert {"hafez", "saadi", "moulavi", "ferdousi", "khayyam"} <= set(poetry.controls.poets)
+    assert {"ghazal", "rubai", "masnavi", "qasida"} <= set(poetry.controls.forms)
+    report = __import__("json").loads((poetry.directory / "report.json").read_text(encoding="utf-8"))
+    assert report["command_line"][:2] == ["persian-poetry", "train"] and report["seed"] == 1337
+    poem = write_poem(poetry, PoemRequest(poet="hafez", form="ghazal", couplets=2, seed=1))
+    again = write_poem(poetry, PoemRequest(poet="hafez", form="ghazal", couplets=2, seed=1))
+    assert len(poem.couplets) == 2 and poem.couplets == again.couplets

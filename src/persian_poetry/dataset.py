@@ -200,7 +200,7 @@ def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETok
     for name, poems in by_split.items():
         splits[name] = encode_poems(poems, tokenizer, controls)
         for suffix, array in (("tokens", splits[name].tokens), ("index", splits[name].index)):
-            tmp = folder / f"{name}.{suffix}.tmp.npy"
+            tmp = folder / f"{name}.{suffix}.{os.getpid()}.tmp.npy"  # one writer's own temp file
             np.save(tmp, array)
             os.replace(tmp, folder / f"{name}.{suffix}.npy")
     tokenizer.save(folder / "tokenizer.json")

@@ -162,7 +162,11 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
 
+    if ddp and not master:
+        dist.barrier()  # rank 0 encodes and caches the corpus first; the others then map it
     tokenizer, splits, data_hash, metre_names, poets = load_data(cfg)
+    if ddp and master:
+        dist.barrier()
     train_split, val_split = splits["train"], splits["val"]
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=cfg.context_length, n_layer=cfg.n_layer,
                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, positional=cfg.positional)
