@@ -12,37 +12,21 @@ of the catalogue. Then it sorts the failures into categories.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from persian_poetry.corpus import poem_from_ganjoor, split_of
+from persian_poetry.corpus import read_labelled
 from persian_poetry.metres import RUBAI_ID, load_catalogue
-from persian_poetry.scansion import scan_hemistich, scan_poem
+from persian_poetry.scansion import scan_poem
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ganjoor" / "poems.jsonl.gz"
 
 
 def labelled_poems(path: Path, split: str, limit: int | None):
-    """Poems of `split` with a metre label, in file order (the split is decided on the raw Id
-    before any text is normalized, so other splits cost only a JSON parse)."""
-    n = 0
-    with gzip.open(path, "rb") as f:
-        for line in f:
-            record = json.loads(line)
-            if not record.get("Metre") or split_of(record["Id"]) != split:
-                continue
-            poem = poem_from_ganjoor(record)
-            if poem is None or poem.metre is None:
-                continue
-            yield poem
-            n += 1
-            if limit is not None and n >= limit:
-                return
+    return read_labelled(path, split, limit)
 
 
 def pct(a: int, b: int) -> str:

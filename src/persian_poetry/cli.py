@@ -108,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .generate import FORM_COUPLETS, PoemRequest, load_default_or, write_poem
+    from .checkpoint import load_model
+    from .generate import FORM_COUPLETS, PoemRequest, write_poem
 
     import torch
 
     # Batch-1 decoding of a small model is fastest on one thread (and does not fight a busy CPU).
     torch.set_num_threads(1)
-    poetry = load_default_or(args.model)
+    poetry = load_model(args.model)
     if args.list:
         print("poets:", ", ".join(poetry.controls.poets))
         print("forms:", ", ".join(f for f in poetry.controls.forms if f in FORM_COUPLETS))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .checkpoint import PoetryModel, load_model
+from .checkpoint import PoetryModel
 from .controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, POEM, RHYME, control_token
 from .engine import Engine, Sampling
 from .errors import PoetryError
@@ -66,11 +66,7 @@ class Poem:
         return "\n".join(f"{first.ljust(width)}{GAP}{second}" for first, second in self.couplets)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items()} | {"couplets": [list(c) for c in self.couplets]}
-
-
-def load_default_or(directory: str | None) -> PoetryModel:
-    return load_model(directory)
+        return asdict(self) | {"couplets": [list(c) for c in self.couplets]}
 
 
 def _choices(values) -> str:

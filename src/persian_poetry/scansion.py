@@ -793,30 +793,20 @@ def estimate_shares(corpus_path, stride: int = 25, per_poem: int = 6,
     """How often each pattern of a metre is the reading of a hemistich labelled with that metre,
     over every `stride`-th labelled poem of the training split (add-one smoothing). Used by
     `python -m persian_poetry.metres` to set the catalogue's `shares`."""
-    from .corpus import poem_from_ganjoor, split_of
-    import gzip
-    import json
+    from .corpus import read_labelled
 
     _compiled.cache_clear()
     compiled = _compiled()
     counts: dict[int, Counter] = {}
     seen = 0
-    opener = gzip.open if str(corpus_path).endswith(".gz") else open
-    with opener(corpus_path, "rb") as f:
-        for line in f:
-            record = json.loads(line)
-            if not record.get("Metre") or split_of(record["Id"]) != seed_split:
-                continue
-            poem = poem_from_ganjoor(record)
-            if poem is None or poem.metre is None:
-                continue
-            seen += 1
-            if seen % stride:
-                continue
-            for h in poem.hemistichs[:per_poem]:
-                scan = scan_hemistich(h, metre=poem.metre, top=1, align=False)
-                if scan.matched:
-                    counts.setdefault(poem.metre, Counter())[scan.pattern] += 1
+    for poem in read_labelled(corpus_path, seed_split):
+        seen += 1
+        if seen % stride:
+            continue
+        for h in poem.hemistichs[:per_poem]:
+            scan = scan_hemistich(h, metre=poem.metre, top=1, align=False)
+            if scan.matched:
+                counts.setdefault(poem.metre, Counter())[scan.pattern] += 1
     out = {}
     for m in compiled.metres:
         if len(m.patterns) < 2:

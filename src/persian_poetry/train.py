@@ -268,5 +268,6 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
         if master and report is not None:
             report["rank_weight_sha256"] = digests
             reporting.write_report(out_dir / "model", report)
+        dist.barrier()  # no rank tears down gloo while another still uses it
         dist.destroy_process_group()
     return report or {}
