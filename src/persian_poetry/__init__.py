@@ -30,6 +30,11 @@ _EXPORTS = {
     "Engine": "engine", "Sampling": "engine",
     "TrainConfig": "train", "train": "train", "config_with_preset": "train",
     "EvalResult": "evaluate", "evaluate_file": "evaluate", "evaluate_split": "evaluate",
+    "OFFERED_POETS": "corpus", "classify_poet": "poet", "load_poet_classifier": "poet",
+    "tokenize_text": "explain", "TokenReport": "explain", "positional_table": "explain",
+    "positional_example": "explain", "attention_example": "explain", "attention_trace": "explain",
+    "AttentionTrace": "explain", "generation_trace": "explain", "GenerationTrace": "explain",
+    "create_app": "server",
 }
 
 __all__ = sorted(_EXPORTS)

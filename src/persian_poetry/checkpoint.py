@@ -91,8 +91,10 @@ def save_model_dir(directory: str | Path, model: GPT, tokenizer, metres: dict[in
     return directory
 
 
-def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu") -> PoetryModel:
-    """Load a model directory (default: the model shipped in the package)."""
+def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu",
+               quantize: str | None = None) -> PoetryModel:
+    """Load a model directory (default: the model shipped in the package); `quantize="int8"`
+    quantizes its linear layers for the CPU (see `quantize_int8`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model as load_weights
 
@@ -105,21 +107,81 @@ def load_model(directory: str | Path | None = None, device: str | torch.device =
     try:
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         gpt_config = GPTConfig.from_dict(config["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"{directory / CONFIG} is not a valid model config: {err}") from None
+        metres = {int(k): str(v) for k, v in config.get("metres", {}).items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+            ZeroDivisionError) as err:
+        raise ModelLoadError(f"{directory / CONFIG} is not a valid model config "
+                             f"({type(err).__name__}: {err})") from None
     expected = config.get("weights_sha256")
-    if expected and sha256_of(directory / WEIGHTS) != expected:
+    if not isinstance(expected, str):
+        raise ModelLoadError(f"{directory / CONFIG} records no weights_sha256, so {WEIGHTS} cannot be checked")
+    if sha256_of(directory / WEIGHTS) != expected:
         raise ModelLoadError(f"{directory / WEIGHTS} does not match the sha256 recorded in {CONFIG}: "
                              "the file is truncated or was modified")
     tokenizer = load_tokenizer(directory / TOKENIZER)
-    model = GPT(gpt_config)
     try:
+        _check_sizes(gpt_config, directory / WEIGHTS)
+        if tokenizer.vocab_size > gpt_config.vocab_size:  # its ids would index past the embedding
+            raise ModelLoadError(f"{directory / TOKENIZER} has {tokenizer.vocab_size} tokens, more than the "
+                                 f"model's {gpt_config.vocab_size}: it belongs to another model")
+        model = GPT(gpt_config)
         load_weights(model, directory / WEIGHTS, strict=True, device=str(device))
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise ModelLoadError(f"cannot load weights from {directory / WEIGHTS}: {err}") from None
+        reason = " ".join(str(err).split())  # torch's message spans lines; the CLI prints one
+        raise ModelLoadError(f"cannot load weights from {directory / WEIGHTS}: {reason[:400]}") from None
     model.to(device).eval()
-    metres = {int(k): v for k, v in config.get("metres", {}).items()}
+    if quantize not in (None, "none", "int8"):
+        raise ModelLoadError(f"unknown quantization {quantize!r}; choose from: none, int8")
+    if quantize == "int8":
+        quantize_int8(model)
     return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres, directory)
+
+
+MAX_CONTEXT = 1 << 16  # tokens; far beyond any model here, small enough that its tables fit
+
+
+def _check_sizes(config: GPTConfig, weights: Path) -> None:
+    """The config is not covered by the weights' hash: before a model of its sizes is built (a
+    billion layers would never finish), they must agree with the shapes the weights file declares."""
+    from safetensors import safe_open
+
+    where = weights.parent / CONFIG
+    for name in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
+        value = getattr(config, name)
+        if type(value) is not int or value < 1:
+            raise ModelLoadError(f"{where}: {name} must be a positive integer, not {value!r}")
+    if not (config.n_head <= config.n_embd and config.context_length <= MAX_CONTEXT
+            and isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
+        raise ModelLoadError(f"{where}: impossible sizes n_head {config.n_head}, n_embd {config.n_embd}, "
+                             f"context_length {config.context_length} (at most {MAX_CONTEXT}), "
+                             f"dropout {config.dropout}")
+    with safe_open(weights, "pt") as f:
+        shapes = {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
+    embedding = shapes.get("lm_head.weight") or shapes.get("token_embedding.weight") or [None, None]
+    found = {"vocab_size": embedding[0], "n_embd": embedding[-1],
+             "n_layer": len({name.split(".")[1] for name in shapes if name.startswith("blocks.")})}
+    if config.positional == "learned":
+        found["context_length"] = shapes.get("position_embedding.weight", [None])[0]
+    for name, value in found.items():
+        if getattr(config, name) != value:
+            raise ModelLoadError(f"{where} says {name} {getattr(config, name)} but {weights} holds {value}")
+
+
+def quantize_int8(model: GPT) -> GPT:
+    """Dynamic int8 quantization of every nn.Linear, in place, for CPU inference.
+
+    Batch-1 decoding of a small model reads all its weights for every token: it is bound by memory
+    traffic, not arithmetic, and int8 weights are a quarter of the bytes (measured in BENCHMARKS.md:
+    speed and the bits/char it costs). Weights are quantized once per tensor, activations on the fly.
+    The output layer gets its own int8 copy; the token embedding it is tied to stays float."""
+    import warnings
+
+    if model.token_embedding.weight.device.type != "cpu":
+        raise ModelLoadError("int8 quantization runs on the CPU only; load the model with device='cpu'")
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
 
 
 def save_training_state(path: str | Path, state: dict) -> None:
@@ -127,5 +189,21 @@ def save_training_state(path: str | Path, state: dict) -> None:
 
 
 def load_training_state(path: str | Path) -> dict:
-    # weights_only: a checkpoint is data, never code.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training checkpoint as plain data (tensors, numbers, strings, lists, dicts).
+
+    weights_only: a checkpoint is data, never code. A file a copy cut short, or that holds
+    anything but plain data, is refused with its name rather than with torch's traceback."""
+    import pickle
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().split(". ")[0].splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"training checkpoint {path} is truncated or damaged, or holds more than plain data "
+                             f"({reason}); resume from a good copy or start a new --out-dir") from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"training checkpoint {path} is truncated or damaged: it holds no state dictionary")
+    return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _add_train(sub) -> None:
@@ -27,6 +28,40 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
+def _add_explain(sub) -> None:
+    x = sub.add_parser("explain", help="see inside the GPT: tokens, positions, attention, decoding",
+                       description="The lesson of how a GPT works, step by step, on the seed's worked example "
+                                   "and on the real model. See docs/how-it-works.md.")
+    steps = x.add_subparsers(dest="explain_command", required=True, metavar="STEP")
+    t = steps.add_parser("tokens", help="text -> normalized text -> tokens and ids, against the token limit")
+    t.add_argument("text", help="Persian text")
+    p = steps.add_parser("positional", help="the sinusoidal positional encoding table",
+                         description="Print PE(pos, i) for --positions x --dim; with --dim 4 (the default) also "
+                                     "the seed's worked example (The Cat Sat Mat) and where its numbers are off.")
+    p.add_argument("--positions", type=int, default=4)
+    p.add_argument("--dim", type=int, default=4)
+    p.add_argument("--plot", metavar="FILE.png", help="draw the heat map for the model's context length x width")
+    a = steps.add_parser("attention", help="masked multi-head self-attention, by hand and in the real model")
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--example", action="store_true", help="the seed's three-head example (The Cat Sat Mat)")
+    source.add_argument("--text", help="a hemistich: the real model's weights, every layer and head")
+    a.add_argument("--plot", metavar="PATH", help="--example: a PNG file; --text: a directory (one PNG per layer)")
+    a.add_argument("--layer", type=int, action="append", help="print only this layer (1-based; repeatable)")
+    a.add_argument("--head", type=int, action="append", help="print only this head (1-based; repeatable)")
+    g = steps.add_parser("generate", help="decoding step by step: candidates, probabilities, the token drawn")
+    g.add_argument("--poet", default="hafez")
+    g.add_argument("--form", default="ghazal")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--top", type=int, default=5, help="candidates shown per step")
+    for q in (t, p, a, g):
+        q.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+        q.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="persian-poetry",
                                      description="A GPT trained from scratch that writes classical Persian poetry.")
@@ -37,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--poet", default="hafez", help="poet whose style to follow (default: hafez)")
     g.add_argument("--form", default="ghazal", help="form of the poem (default: ghazal)")
     g.add_argument("--couplets", type=int, default=None, help="number of couplets (default: by form, ghazal 7)")
+    g.add_argument("--metre", default=None,
+                   help="metre: Ganjoor id, name or feet, e.g. 7 or 'رمل مثمن مخبون محذوف' (default: the model chooses)")
+    g.add_argument("--rhyme", default=None, help="qafiya letters, e.g. 'ار' (default: a common one, by seed)")
+    g.add_argument("--radif", default=None, help="refrain word(s) after the qafiya, e.g. 'ما' (needs --rhyme)")
+    g.add_argument("--first", action="append", default=None, metavar="HEMISTICH",
+                   help="a hemistich to begin with (repeat for a couplet or more); the model continues")
+    g.add_argument("--free", action="store_true",
+                   help="no metre or rhyme constraints while decoding: what the model writes alone")
+    g.add_argument("--list-metres", action="store_true", help="list the metres the model knows and exit")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int, default=50)
     g.add_argument("--top-p", type=float, default=0.95)
@@ -47,11 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
     g.add_argument("--list", action="store_true", help="list the poets and forms the model knows")
+    g.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: dynamic int8 linear layers on the CPU (faster decoding, a different poem)")
 
     _add_train(sub)
+    _add_explain(sub)
 
     t = sub.add_parser("train-tokenizer", help="build a char or BPE tokenizer for a corpus")
-    t.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
+    t.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz), or a .txt (learns from its first 90%%)")
     t.add_argument("--kind", choices=["bpe", "char"], default="bpe")
     t.add_argument("--vocab-size", type=int, default=4096)
     t.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
@@ -65,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-budget", type=float, default=900, help="seconds of training")
     c.add_argument("--seed", type=int, default=1337)
     c.add_argument("--threads", type=int, default=1)
+
+    pc = sub.add_parser("train-poet-classifier", help="train the poet classifier (which of the 10 offered poets)",
+                        description="Train the metre classifier's network to name the poet of a hemistich, on the "
+                                    "train split of the 10 offered poets (class-balanced); print its val and test "
+                                    "accuracy per poem and per hemistich.")
+    pc.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
+    pc.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/poet_classifier)")
+    pc.add_argument("--time-budget", type=float, default=720, help="seconds of training")
+    pc.add_argument("--seed", type=int, default=1337)
+    pc.add_argument("--threads", type=int, default=1)
+    pc.add_argument("--json", action="store_true", help="print the whole report as JSON")
 
     s = sub.add_parser("scan", help="scan the metre and rhyme of verse",
                        description="Print each hemistich with its syllable weights (− long, ∪ short), the "
@@ -81,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", default=None, help="write the poem-level confusion matrix to this PNG")
     p.add_argument("--json", action="store_true")
 
+    b = sub.add_parser("build-lexicon", help="count the words of the train split for constrained decoding",
+                       description="Write the lexicon constrained decoding uses (every word of the train split's "
+                                   "hemistichs and how often it ends one). The shipped one: --out "
+                                   "src/persian_poetry/lexicon.tsv.gz --poets classical.")
+    b.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
+    b.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
+    b.add_argument("--out", required=True, help="where to write the lexicon (.tsv.gz)")
+
+    v = sub.add_parser("evaluate-generation", help="write poems and judge metre, rhyme, form, novelty, style",
+                       description="Write N poems with fixed seeds (forms ghazal, rubai, masnavi, qasida; the ten "
+                                   "most common metres; rhymes of real train-split poems) and judge them with our "
+                                   "prosody module and poet classifier; novelty against the train split of --data.")
+    v.add_argument("--data", required=True, help="Ganjoor-schema JSONL (the train split is the novelty reference)")
+    v.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    v.add_argument("-n", "--poems", type=int, default=100)
+    v.add_argument("--free", action="store_true", help="without constrained decoding (the model alone)")
+    v.add_argument("--out", default=None, help="write the full report (every poem) as JSON here")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     e = sub.add_parser("evaluate", help="bits per character of a model on held-out poems")
     e.add_argument("--data", required=True, help="Ganjoor-schema JSONL, or a .txt (scored on its last 10%%)")
     e.add_argument("--model", default=None, help="model directory (default: the shipped model)")
@@ -90,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="score only the first N poems")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: score the model with dynamic int8 linear layers (CPU)")
+
+    x = sub.add_parser("export-hf", help="export the model for Hugging Face transformers",
+                       description="Write a model as a transformers GPT2LMHeadModel checkpoint (safetensors, "
+                                   "config.json) with its tokenizer as a PreTrainedTokenizerFast. "
+                                   "Needs the [hf] extra: pip install 'persian-poetry[hf]'.")
+    x.add_argument("out", metavar="DIR", help="output directory")
+    x.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+
+    w = sub.add_parser("serve", help="the web app and HTTP API (write, watch and inspect a poem in a browser)",
+                       description="Serve the web page and the JSON API (schema at /openapi.json) with uvicorn. "
+                                   "Offline; the model is loaded once.")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    w.add_argument("--workers", type=int, default=2, help="poems written at once, one thread each (default: 2)")
+    w.add_argument("--queue", type=int, default=6,
+                   help="poems that may wait for a worker; more are refused with 503 (default: 6)")
     return parser
 
 
@@ -99,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (PoetryError, FileNotFoundError, ValueError) as err:
+    except (PoetryError, OSError, ValueError) as err:  # OSError: a missing file, a directory, no permission
         print(f"persian-poetry {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -115,13 +211,23 @@ def cmd_generate(args) -> int:
 
     # Batch-1 decoding of a small model is fastest on one thread (and does not fight a busy CPU).
     torch.set_num_threads(1)
-    poetry = load_model(args.model)
+    poetry = load_model(args.model, quantize=args.quantize)
     if args.list:
         print("poets:", ", ".join(poetry.controls.poets))
         print("forms:", ", ".join(f for f in poetry.controls.forms if f in FORM_COUPLETS))
         return 0
-    request = PoemRequest(poet=args.poet, form=args.form, couplets=args.couplets, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, vowel_marks=args.vowel_marks)
+    if args.list_metres:
+        from .metres import load_catalogue
+
+        known = set(poetry.controls.metres)
+        print("id\tpoems\tpattern\tmetre")
+        for m in sorted((m for m in load_catalogue() if m.id in known), key=lambda m: -m.poems):
+            print(f"{m.id}\t{m.poems}\t{m.pattern}\t{m.name}")
+        return 0
+    request = PoemRequest(poet=args.poet, form=args.form, couplets=args.couplets, metre=args.metre,
+                          rhyme=args.rhyme, radif=args.radif, first=args.first, free=args.free,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                          vowel_marks=args.vowel_marks)
     stream = not (args.no_stream or args.json)
     on_event = _terminal_streamer() if stream else None
     poem = write_poem(poetry, request, on_event=on_event)
@@ -188,6 +294,32 @@ def cmd_train_metre_classifier(args) -> int:
     return 0
 
 
+def cmd_train_poet_classifier(args) -> int:
+    import torch
+
+    from .poet import train_poet_classifier
+
+    torch.set_num_threads(args.threads)
+    report = train_poet_classifier(args.data, args.out, args.time_budget, seed=args.seed, progress=not args.json,
+                                   command_line=["persian-poetry", *sys.argv[1:]])
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(f"poet classifier: {report['steps']} steps; written to {args.out}")
+    for split in ("val", "test"):
+        if split in report:
+            r = report[split]
+            print(f"{split} split: {r['poems']} poems, {r['hemistichs']} hemistichs; poem accuracy "
+                  f"{r['poem_accuracy']:.2%} (mean over poets {r['poem_accuracy_mean_over_poets']:.2%}), hemistich "
+                  f"accuracy {r['hemistich_accuracy']:.2%} (mean over poets {r['hemistich_accuracy_mean_over_poets']:.2%})")
+    if "test" in report:
+        print(f"{'poet':10s} {'poems':>6s} {'poem acc':>9s} {'hemistichs':>11s} {'hemi acc':>9s}  mistaken for")
+        for poet, r in report["test"]["per_poet"].items():
+            print(f"{poet:10s} {r['poems']:6d} {r['poem_accuracy']:9.2%} {r['hemistichs']:11d} "
+                  f"{r['hemistich_accuracy']:9.2%}  {r['mistaken_for'] or '-'}")
+    return 0
+
+
 def cmd_scan(args) -> int:
     from pathlib import Path
 
@@ -243,6 +375,40 @@ def cmd_evaluate_prosody(args) -> int:
     return 0
 
 
+def cmd_build_lexicon(args) -> int:
+    from .lexicon import build_lexicon
+    from .train import resolve_poets
+
+    size = build_lexicon(args.data, resolve_poets(args.poets), args.out)
+    print(f"{size} words written to {args.out}")
+    return 0
+
+
+def cmd_evaluate_generation(args) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .evaluate_generation import evaluate_generation
+
+    torch.set_num_threads(1)
+    report = evaluate_generation(load_model(args.model), args.data, n=args.poems, free=args.free)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    summary = {k: v for k, v in report.items() if k != "poems_detail"}
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    mode = "constrained" if report["constraints"] else "free (no constraints)"
+    print(f"{report['poems']} poems, {report['hemistichs']} hemistichs, {mode}")
+    for key in ("metre_share", "metre_top_share", "rhyme_share", "form_share", "verbatim_share", "distinct_2",
+                "poet_share"):
+        print(f"  {key:18s} {report[key]:.2%}")
+    print(f"  longest shared run {report['longest_shared_run']} characters")
+    print(f"  seconds per poem   {report['seconds_mean']} (p95 {report['seconds_p95']}); "
+          f"7-couplet ghazal {report['ghazal7_seconds_mean']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     import torch
 
@@ -251,7 +417,7 @@ def cmd_evaluate(args) -> int:
 
     torch.set_num_threads(1)
     result = evaluate_file(args.data, args.model, split=args.split, limit=args.limit, batch_size=args.batch_size,
-                           poets=resolve_poets(args.poets))
+                           poets=resolve_poets(args.poets), quantize=args.quantize)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -260,9 +426,89 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export_hf(args) -> int:
+    from .checkpoint import load_model
+    from .export_hf import export_hf
+
+    out = export_hf(load_model(args.model), args.out)
+    print(f"transformers checkpoint (GPT2LMHeadModel + tokenizer) written to {out}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import torch
+
+    from . import explain
+    from .checkpoint import load_model
+
+    torch.set_num_threads(1)
+    step, as_json = args.explain_command, args.json
+
+    def show(result, text: str) -> None:
+        print(json.dumps(result, ensure_ascii=False) if as_json else text)
+
+    if step == "positional":
+        table = explain.positional_table(args.positions, args.dim)
+        example = explain.positional_example() if args.dim == 4 else None
+        lines = [f"PE(pos, i) for {args.positions} positions x {args.dim} dimensions (unscaled):"]
+        lines += [f"  pos {pos:3d} " + " ".join(f"{v:7.4f}" for v in row) for pos, row in enumerate(table)]
+        show({"table": table, "example": example.to_dict() if example else None},
+             "\n".join(lines + ([example.text()] if example else [])))
+        if args.plot:
+            from .explain_plots import plot_positional
+
+            config = load_model(args.model).config
+            plot_positional(explain.positional_table(config.context_length, config.n_embd), args.plot,
+                            scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
+            print(f"heat map written to {args.plot}", file=sys.stderr)
+        return 0
+    if step == "attention" and args.example:
+        examples = explain.attention_lesson()
+        show([e.to_dict() for e in examples], "\n\n".join(e.text() for e in examples))
+        if args.plot:
+            from .explain_plots import plot_attention_example
+
+            print(f"figure written to {plot_attention_example(examples, args.plot)}", file=sys.stderr)
+        return 0
+    poetry = load_model(args.model)
+    if step == "tokens":
+        report = explain.tokenize_text(poetry, args.text)
+        show(report.to_dict(), report.text())
+    elif step == "attention":
+        trace = explain.attention_trace(poetry, args.text)
+        show(trace.to_dict(), trace.text(args.layer, args.head))
+        if args.plot:
+            from .explain_plots import plot_attention_trace
+
+            paths = plot_attention_trace(trace, args.plot)
+            print(f"{len(paths)} heat maps written to {args.plot}", file=sys.stderr)
+    else:
+        from .engine import Sampling
+
+        sampling = Sampling(args.temperature, args.top_k, args.top_p)  # a ValueError is a one-line error
+        trace = explain.generation_trace(poetry, args.poet, args.form, args.steps, sampling, args.seed, args.top)
+        show(trace.to_dict(), trace.text())
+    return 0
+
+
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
             "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
-            "evaluate-prosody": cmd_evaluate_prosody}
+            "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
+            "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier}
+COMMANDS["export-hf"] = cmd_export_hf
+COMMANDS["explain"] = cmd_explain
+
+
+def cmd_serve(args) -> int:
+    from .checkpoint import load_model
+    from .server import serve
+
+    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(load_model(args.model), host=args.host, port=args.port, workers=args.workers, queue=args.queue)
+    return 0
+
+
+COMMANDS["serve"] = cmd_serve
 
 if __name__ == "__main__":
     sys.exit(main())

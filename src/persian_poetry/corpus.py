@@ -12,11 +12,13 @@ import hashlib
 import json
 import logging
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .text import normalize
+from .errors import PoetryError
+from .text import PERSIAN_LETTERS, normalize
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,11 @@ CLASSICAL_POETS: tuple[str, ...] = (
     "rooni", "mokhtari", "vatvat", "hasan", "emami", "falaki", "kesayee", "jahan", "nezari",
     "fayyaz", "toghra", "ghani", "jalal", "khiali", "ouhad", "sahab", "tabib", "razi",
 )
+
+# The ten poets offered to users (the first ten above): the poet classifier (`poet.py`) knows
+# exactly these, and generated poems are checked against them.
+OFFERED_POETS: tuple[str, ...] = ("hafez", "saadi", "moulavi", "ferdousi", "khayyam", "attar", "nezami", "sanaee",
+                                  "jami", "saeb")
 
 SPLITS = ("train", "val", "test")
 
@@ -118,6 +125,15 @@ class CorpusWarning(UserWarning):
     """Raised (as a warning) when input lines are skipped."""
 
 
+class CorpusError(PoetryError):
+    """A corpus file that holds no poems at all, or cannot be read (a damaged .gz, a directory)."""
+
+
+# The longest poem of the Ganjoor export is about 0.5 MB of JSON; a line 16 times that is no poem,
+# and reading it whole could exhaust memory.
+MAX_LINE_BYTES = 8 << 20
+
+
 def poem_from_ganjoor(record: dict) -> Poem | None:
     """A Poem from one Ganjoor JSON object, or None when it holds no verse (prose, empty)."""
     hemistichs, ends = [], []
@@ -149,66 +165,131 @@ def poem_from_ganjoor(record: dict) -> Poem | None:
 
 
 
+def _lines(f) -> Iterator[bytes | None]:
+    """The lines of a binary file, each at most MAX_LINE_BYTES: a longer line is read past in
+    chunks and given as None, so memory stays bounded whatever the file holds."""
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as err:  # a directory, no permission
+        raise CorpusError(f"cannot read {path}: {err}") from None
+
+
+# A damaged .gz fails as it is read (BadGzipFile is an OSError; a cut-off one, EOFError).
+UNREADABLE = (OSError, EOFError, zlib.error)
+
+
 def read_jsonl(path: str | Path, poets: Iterable[str] | None = None) -> Iterator[Poem]:
     """Poems from a Ganjoor-schema JSONL file (plain or .gz), optionally only some poets.
 
-    Lines that are not JSON objects of the schema are counted and skipped; one warning at the
-    end says how many. Undecodable bytes skip the line they are on, not the file.
+    Lines that are not JSON objects of the schema, or longer than MAX_LINE_BYTES, are counted and
+    skipped; one warning at the end says how many. Undecodable bytes skip the line they are on,
+    not the file. A file that yields no poem at all (empty, another format, no verse, none by the
+    poets asked for) is a CorpusError: reading on would only fail later, less clearly.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"corpus file not found: {path}")
     wanted = set(poets) if poets is not None else None
-    skipped = 0
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as raw:
-        for line_no, raw_line in enumerate(raw, 1):
-            if not raw_line.strip():
-                continue
-            try:
-                record = json.loads(raw_line.decode("utf-8"))
-                if not isinstance(record, dict) or "Id" not in record or "Poet" not in record:
-                    raise ValueError("not a poem object")
-                if wanted is not None and record["Poet"] not in wanted:
+    skipped = too_long = records = selected = found = 0
+    raw = _open(path)
+    try:
+        with raw:
+            for line_no, raw_line in enumerate(_lines(raw), 1):
+                if raw_line is None:
+                    too_long += 1
                     continue
-                poem = poem_from_ganjoor(record)
-            except (ValueError, TypeError, KeyError, AttributeError) as err:
-                skipped += 1
-                log.debug("%s:%d skipped: %s", path, line_no, err)
-                continue
-            if poem is not None:
-                yield poem
-    if skipped:
-        warnings.warn(f"{path}: skipped {skipped} malformed line(s)", CorpusWarning, stacklevel=2)
+                if not raw_line.strip():
+                    continue
+                try:
+                    record = json.loads(raw_line.decode("utf-8"))
+                    if not isinstance(record, dict) or "Id" not in record or not isinstance(record.get("Poet"), str) \
+                            or not record["Poet"]:
+                        raise ValueError("not a poem object")
+                    records += 1
+                    if wanted is not None and record["Poet"] not in wanted:
+                        continue
+                    selected += 1
+                    poem = poem_from_ganjoor(record)
+                except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+                    skipped += 1
+                    log.debug("%s:%d skipped: %s", path, line_no, err)
+                    continue
+                if poem is not None:
+                    found += 1
+                    yield poem
+    except UNREADABLE as err:
+        raise CorpusError(f"cannot read {path}: {err}") from None
+    bad = f"{skipped + too_long} malformed line(s)" + (f" ({too_long} longer than {MAX_LINE_BYTES >> 20} MiB)"
+                                                       if too_long else "")
+    if not found and not records:
+        raise CorpusError(f"no poems in {path}: it holds {bad if skipped or too_long else 'nothing'}, not "
+                          "Ganjoor-schema JSON objects (Id, Poet, Verses), one a line")
+    if not found and selected:
+        raise CorpusError(f"none of the {selected} poem(s) read from {path} has verse (Verses with a Position "
+                          "of Right, Left, CenteredVerse1/2 or Single and some text)")
+    if not found and wanted:
+        names = ", ".join(sorted(map(str, wanted)))
+        raise CorpusError(f"no poems by the selected poets in {path} ({names[:200]})")
+    if skipped or too_long:
+        warnings.warn(f"{path}: skipped {bad}", CorpusWarning, stacklevel=2)
 
 
 def read_labelled(path: str | Path, split: str, limit: int | None = None) -> Iterator[Poem]:
     """Poems of `split` that carry a metre label, in file order. The split is decided on the raw
     Id before any text is normalized, so the other splits cost only a JSON parse."""
-    opener = gzip.open if str(path).endswith(".gz") else open
     n = 0
-    with opener(path, "rb") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                if not record.get("Metre") or split_of(record["Id"]) != split:
+    f = _open(Path(path))
+    try:
+        with f:
+            for line in _lines(f):
+                try:
+                    record = json.loads(line or b"")
+                    if not record.get("Metre") or split_of(record["Id"]) != split:
+                        continue
+                    poem = poem_from_ganjoor(record)
+                except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                     continue
-                poem = poem_from_ganjoor(record)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                continue
-            if poem is None or poem.metre is None:
-                continue
-            yield poem
-            n += 1
-            if limit is not None and n >= limit:
-                return
+                if poem is None or poem.metre is None:
+                    continue
+                yield poem
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+    except UNREADABLE as err:
+        raise CorpusError(f"cannot read {path}: {err}") from None
 
 
 def read_plain_text(path: str | Path) -> str:
-    """The whole of a plain text file, normalized line by line (lines kept)."""
+    """The whole of a plain text file, normalized line by line (lines kept). Lines longer than
+    MAX_LINE_BYTES are skipped (with a warning); a file with no Persian text is a CorpusError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path}")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = (normalize(line) for line in f)
-        return "\n".join(line for line in lines if line)
+    lines, too_long = [], 0
+    try:
+        f = open(path, "rb")
+    except OSError as err:  # a directory, no permission
+        raise CorpusError(f"cannot read {path}: {err}") from None
+    with f:
+        for raw in _lines(f):
+            if raw is None:
+                too_long += 1
+                continue
+            text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+            lines += [line for line in map(normalize, text.split("\n")) if line]
+    longer = f"{too_long} line(s) longer than {MAX_LINE_BYTES >> 20} MiB"
+    if not any(ch in PERSIAN_LETTERS for line in lines for ch in line):
+        raise CorpusError(f"no Persian text in {path}" + (f" (skipped {longer})" if too_long else ""))
+    if too_long:
+        warnings.warn(f"{path}: skipped {longer}", CorpusWarning, stacklevel=2)
+    return "\n".join(lines)

@@ -134,13 +134,14 @@ def encode_poems(poems: list[Poem], tokenizer, controls: Controls) -> EncodedSpl
 def split_plain_text(text: str, tokenizer, train_fraction: float = 0.9) -> dict[str, EncodedSplit]:
     """The notebook's way: one long text, the first 90% of characters train, the rest val.
 
-    No headers; each split is one "poem" whose characters are every character of it.
+    No headers; each split is one "poem" whose characters are every character of it (counted as
+    characters, not tokens, so char and BPE models are scored alike).
     """
     cut = int(len(text) * train_fraction)
     out = {}
     for name, part in (("train", text[:cut]), ("val", text[cut:])):
         ids = np.asarray(tokenizer.encode(part), dtype=np.uint16)
-        out[name] = EncodedSplit(ids, np.array([[0, 0, len(ids), len(ids)]], dtype=np.int64))
+        out[name] = EncodedSplit(ids, np.array([[0, 0, len(ids), len(part)]], dtype=np.int64))
     return out
 
 

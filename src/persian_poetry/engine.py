@@ -51,6 +51,69 @@ def filter_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return logits
 
 
+class Decoder:
+    """One sequence being decoded: the tokens so far, their KV cache and the next-token logits.
+
+    It can also step back (`rewind`), which constrained decoding needs: a word that breaks the
+    metre is taken back and another is tried. Stepping back inside the cached window only shortens
+    the cache; stepping back past a window slide re-reads the window from the token history.
+    """
+
+    def __init__(self, model: GPT, prompt: list[int], pinned: int):
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        self.model = model
+        self.context = model.config.context_length
+        if pinned >= self.context // 2:
+            raise ValueError(f"a pinned header of {pinned} tokens leaves too little of the "
+                             f"{self.context}-token context")
+        self.pinned = pinned
+        self.history = list(prompt)
+        self._refill(self.history[:pinned] + self.history[pinned:][-(self.context - pinned):])
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.token_embedding.weight.device
+
+    def _refill(self, window: list[int]) -> None:
+        self.cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
+        out, _, _ = self.model(torch.tensor([window], device=self.device), cache=self.cache)
+        self.logits = out[0, -1]
+
+    @torch.no_grad()
+    def push(self, token: int) -> None:
+        """Append a token; the logits then predict the one after it."""
+        self.history.append(token)
+        if self.cache.length == self.context:  # the window is full: slide it, header kept
+            keep = (self.context - self.pinned) // 2
+            self._refill(self.history[:self.pinned] + self.history[-keep:])
+        else:
+            out, _, _ = self.model(torch.tensor([[token]], device=self.device), cache=self.cache)
+            self.logits = out[0, -1]
+
+    @torch.no_grad()
+    def rewind(self, length: int) -> None:
+        """Go back to when the history held `length` tokens."""
+        drop = len(self.history) - length
+        if drop < 0 or length < max(self.pinned, 1):
+            raise ValueError(f"cannot rewind {len(self.history)} tokens to {length}")
+        if drop == 0:
+            return
+        del self.history[length:]
+        if self.cache.length - drop > self.pinned:  # the kept tokens are still in the cache, in order
+            self.cache.length -= drop + 1
+            out, _, _ = self.model(torch.tensor([[self.history[-1]]], device=self.device), cache=self.cache)
+            self.logits = out[0, -1]
+        else:
+            tail = self.history[self.pinned:][-((self.context - self.pinned) // 2):]
+            self._refill(self.history[:self.pinned] + tail)
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+    probs = filter_logits(logits.float(), sampling).softmax(dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
 class Engine:
     def __init__(self, model: GPT):
         self.model = model
@@ -60,37 +123,53 @@ class Engine:
     def device(self) -> torch.device:
         return self.model.token_embedding.weight.device
 
-    def _prefill(self, tokens: list[int]) -> tuple[KVCache, torch.Tensor]:
-        cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
-        logits, _, _ = self.model(torch.tensor([tokens], device=self.device), cache=cache)
-        return cache, logits[0, -1]
+    def decoder(self, prompt: list[int], pinned: int) -> Decoder:
+        self.model.eval()
+        return Decoder(self.model, prompt, pinned)
 
     @torch.no_grad()
     def stream(self, prompt: list[int], pinned: int, sampling: Sampling, generator: torch.Generator,
                max_new_tokens: int, edit_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
                stop: Callable[[int], bool] | None = None) -> Iterator[int]:
         """Yield up to `max_new_tokens` sampled tokens after `prompt` (stop early when stop(token))."""
-        if not prompt:
-            raise ValueError("the prompt must hold at least one token")
-        if pinned >= self.context // 2:
-            raise ValueError(f"a pinned header of {pinned} tokens leaves too little of the "
-                             f"{self.context}-token context")
-        self.model.eval()
-        history = list(prompt)
-        window = history[:pinned] + history[pinned:][-(self.context - pinned):]
-        cache, logits = self._prefill(window)
+        decoder = self.decoder(prompt, pinned)
         for _ in range(max_new_tokens):
+            logits = decoder.logits.float()
             if edit_logits is not None:
-                logits = edit_logits(logits.float())
-            probs = filter_logits(logits.float(), sampling).softmax(dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-            history.append(token)
+                logits = edit_logits(logits)
+            token = sample(logits, sampling, generator)
             yield token
             if stop is not None and stop(token):
                 return
-            if cache.length == self.context:
-                keep = (self.context - pinned) // 2
-                cache, logits = self._prefill(history[:pinned] + history[-keep:])
-            else:
-                out, _, _ = self.model(torch.tensor([[token]], device=self.device), cache=cache)
-                logits = out[0, -1]
+            decoder.push(token)
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator,
+                       max_new_tokens: int) -> list[list[int]]:
+        """Sample `max_new_tokens` tokens after each of several prompts at once: one KV cache with a
+        row per prompt and one forward pass per step for all rows, so B poems cost far less than B
+        times one (the weights are read once per step, not once per poem).
+
+        The prompts must have equal lengths (several poems from the same control header, say):
+        the rows then share positions and need no padding or attention mask. There is no window
+        slide and no stop: prompt + output must fit the context, and every row gets exactly
+        `max_new_tokens` tokens (cut each at its <|end|>). Greedy decoding (top_k=1) gives each row
+        the batch-1 tokens; sampled rows draw from one generator, so a seed fixes the whole batch.
+        """
+        if not prompts or not prompts[0]:
+            raise ValueError("give at least one prompt of at least one token")
+        length = len(prompts[0])
+        if any(len(p) != length for p in prompts):
+            raise ValueError(f"generate_batch needs prompts of equal length, got {sorted({len(p) for p in prompts})}")
+        if length + max_new_tokens > self.context:
+            raise ValueError(f"{length} prompt + {max_new_tokens} new tokens exceed the context of {self.context}")
+        self.model.eval()
+        cache = KVCache(self.model.config, len(prompts), self.device, self.model.token_embedding.weight.dtype)
+        out, _, _ = self.model(torch.tensor(prompts, device=self.device), cache=cache)
+        tokens = torch.empty(len(prompts), max_new_tokens, dtype=torch.long, device=self.device)
+        for step in range(max_new_tokens):
+            probs = filter_logits(out[:, -1].float(), sampling).softmax(dim=-1)  # (B, vocab)
+            tokens[:, step:step + 1] = torch.multinomial(probs, 1, generator=generator)
+            if step + 1 < max_new_tokens:  # the last token needs no forward pass
+                out, _, _ = self.model(tokens[:, step:step + 1], cache=cache)
+        return tokens.tolist()

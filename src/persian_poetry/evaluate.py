@@ -112,7 +112,7 @@ def evaluate_split(model, split: EncodedSplit, limit: int | None = None, batch_s
 
 
 def evaluate_file(data, model_dir=None, split: str = "test", limit: int | None = None,
-                  batch_size: int = 16, progress: bool = True, poets=None) -> EvalResult:
+                  batch_size: int = 16, progress: bool = True, poets=None, quantize: str | None = None) -> EvalResult:
     """Bits/char of a model directory (default: the shipped model) on a corpus file.
 
     A JSONL corpus is scored on the poems of `split` ("test", "val", "train" by the id hash of
@@ -127,7 +127,7 @@ def evaluate_file(data, model_dir=None, split: str = "test", limit: int | None =
     from .corpus import read_plain_text
 
     data = Path(data)
-    poetry = load_model(model_dir)
+    poetry = load_model(model_dir, quantize=quantize)
     if data.suffix == ".txt":
         encoded = split_plain_text(read_plain_text(data), poetry.tokenizer)["val"]
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -21,6 +21,9 @@ from .checkpoint import PoetryModel
 from .controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, POEM, RHYME, control_token
 from .engine import Engine, Sampling
 from .errors import PoetryError
+from .metres import RUBAI_ID, MetreError, resolve_metre
+from .rhyme import rhyme_key, rhyming_positions
+from .scansion import scan_hemistich
 from .text import DIACRITICS, normalize
 
 SHADDA = "\u0651"
@@ -31,6 +34,11 @@ FORM_COUPLETS: dict[str, int] = {"ghazal": 7, "rubai": 2, "dobeyti": 2, "masnavi
 MAX_COUPLETS = 40
 MAX_HEMISTICH_CHARS = 80
 GAP = " " * 6  # between the two hemistichs of a couplet on one line
+# The body is prompted as header + <|beyt|>: training windows that start inside a poem put the
+# header right before mid-hemistich text, so after <|body|> alone the model expects the middle of
+# a line; after a couplet break it begins a hemistich. The cue is pinned with the header and is
+# not part of the poem.
+VERSE_START = BEYT
 
 
 @dataclass
@@ -38,8 +46,11 @@ class PoemRequest:
     poet: str = "hafez"
     form: str = "ghazal"
     couplets: int | None = None  # None: the form's usual length
-    metre: int | None = None  # Ganjoor metre id; None: the model chooses
-    rhyme: str | None = None  # rhyme letters; None: the model chooses
+    metre: int | str | None = None  # Ganjoor id, name or feet; None: the model chooses
+    rhyme: str | None = None  # qafiya letters, e.g. "ار"; None: chosen for you (by the model with free=True)
+    radif: str | None = None  # refrain words after the qafiya, e.g. "ما"
+    first: list[str] | None = None  # hemistichs to start the poem with (the model continues them)
+    free: bool = False  # no metre or rhyme constraints while decoding: the model alone
     temperature: float = 0.8
     top_k: int = 50
     top_p: float = 0.95
@@ -59,6 +70,8 @@ class Poem:
     tokens: int
     seconds: float
     header: str = field(default="", repr=False)
+    radif: str = ""
+    constraints: dict = field(default_factory=dict)  # what constrained decoding did (tries, relaxed hemistichs)
 
     def text(self) -> str:
         """The poem laid out one couplet a line, first hemistichs padded to one width."""
@@ -73,6 +86,19 @@ def _choices(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def resolved_request(poetry: PoetryModel, request: PoemRequest) -> PoemRequest:
+    """The request with its metre as a Ganjoor id (from a name or feet) and its first
+    hemistichs normalized; raises PoetryError for a metre the model does not know."""
+    metre = request.metre
+    if metre is not None:
+        try:
+            metre = resolve_metre(metre, set(poetry.controls.metres)).id
+        except MetreError as err:
+            raise PoetryError(str(err)) from None
+    first = [normalize(h) for h in request.first] if request.first is not None else None
+    return replace(request, metre=metre, first=first)
+
+
 def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, int]:
     """Check a request against what the model knows; return (couplets, seed)."""
     controls = poetry.controls
@@ -81,15 +107,23 @@ def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, in
     forms = [f for f in controls.forms if f in FORM_COUPLETS]
     if request.form not in forms:
         raise PoetryError(f"unknown form {request.form!r}; choose from: {_choices(forms)}")
-    if request.metre is not None and request.metre not in controls.metres:
-        raise PoetryError(f"unknown metre {request.metre!r}; choose from Ganjoor ids: {_choices(controls.metres)}")
+    request = resolved_request(poetry, request)
+    if request.form in ("rubai",) and request.metre not in (None, RUBAI_ID):
+        raise PoetryError(f"a rubai is written in the rubai metre (id {RUBAI_ID}), not metre {request.metre}")
     couplets = request.couplets if request.couplets is not None else FORM_COUPLETS[request.form]
     if not 1 <= couplets <= MAX_COUPLETS:
         raise PoetryError(f"couplets must be between 1 and {MAX_COUPLETS}, got {couplets}")
-    if request.rhyme is not None and not normalize(request.rhyme):
-        raise PoetryError(f"rhyme {request.rhyme!r} holds no Persian letters")
-    if request.rhyme is not None and request.metre is None:
-        raise PoetryError("a rhyme can only be fixed together with a metre (the header gives the metre first)")
+    for name in ("rhyme", "radif"):
+        value = getattr(request, name)
+        if value is not None and not rhyme_key(value):
+            raise PoetryError(f"{name} {value!r} holds no Persian letters")
+    if request.free and request.rhyme is not None and request.metre is None:
+        raise PoetryError("with --free a rhyme can only be fixed together with a metre (the header gives the metre first)")
+    if request.radif is not None and request.rhyme is None:
+        raise PoetryError("a radif needs a rhyme (qafiya) before it: give --rhyme too")
+    if request.first is not None:
+        if not 1 <= len(request.first) < 2 * couplets or not all(request.first):
+            raise PoetryError(f"first: give 1 to {2 * couplets - 1} non-empty hemistichs to continue")
     try:
         Sampling(request.temperature, request.top_k, request.top_p)
     except ValueError as err:
@@ -184,6 +218,12 @@ class _PoemState:
         return "text"
 
 
+    def mask_for(self, hemistich_ids: list[int]) -> torch.Tensor:
+        """`allowed()` for a hemistich that so far holds these tokens (constrained decoding
+        writes and takes back tokens itself, then asks)."""
+        self.hemistich_ids = list(hemistich_ids)
+        return self.allowed()
+
     def edit_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.masked_fill(~self.allowed().to(logits.device), float("-inf"))
 
@@ -214,22 +254,40 @@ class _Streamer:
 def write_poem(poetry: PoetryModel, request: PoemRequest,
                on_event: Callable[[str, str], None] | None = None) -> Poem:
     """Write one poem. `on_event(kind, text)` is called as it is written: kind "text" with new
-    characters of the current hemistich, then "hemi", "beyt" or "end" at each separator."""
+    characters of the current hemistich, then "hemi", "beyt" or "end" at each separator.
+
+    By default the metre and the rhyme are kept by constrained decoding (`verse.py`); each
+    hemistich is then passed on once it is accepted. `request.free` leaves the model alone and
+    streams token by token."""
     couplets, seed = validate_request(poetry, request)
-    tok = poetry.tokenizer
+    request = resolved_request(poetry, request)
     generator = torch.Generator(device=poetry.device).manual_seed(seed)
     sampling = Sampling(request.temperature, request.top_k, request.top_p)
-    engine = Engine(poetry.model)
     started = time.perf_counter()
+    if request.free:
+        return _write_free(poetry, request, couplets, seed, sampling, generator, on_event, started)
+    return _write_constrained(poetry, request, couplets, seed, sampling, generator, on_event, started)
 
+
+def _control_ids(poetry: PoetryModel, request: PoemRequest) -> list[int]:
+    tok = poetry.tokenizer
+    return [tok.token_to_id(t) for t in (POEM, control_token("poet", request.poet), control_token("form", request.form))]
+
+
+def _rhyme_ids(poetry: PoetryModel, letters: str) -> list[int]:
+    tok = poetry.tokenizer
+    return [tok.token_to_id(RHYME)] + tok.encode(letters[-MAX_RHYME_CHARS:]) + [tok.token_to_id(BODY)]
+
+
+def _write_free(poetry, request, couplets, seed, sampling, generator, on_event, started) -> Poem:
+    tok = poetry.tokenizer
+    engine = Engine(poetry.model)
     # 1. The header: what the request fixes, then the model's own choice of metre and rhyme.
-    header = [tok.token_to_id(t) for t in (POEM, control_token("poet", request.poet),
-                                           control_token("form", request.form))]
+    header = _control_ids(poetry, request)
     if request.metre is not None:
         header.append(tok.token_to_id(control_token("metre", request.metre)))
     if request.rhyme is not None:
-        rhyme = normalize(request.rhyme).replace(" ", "").replace("\u200c", "")[-MAX_RHYME_CHARS:]
-        header += [tok.token_to_id(RHYME)] + tok.encode(rhyme) + [tok.token_to_id(BODY)]
+        header += _rhyme_ids(poetry, rhyme_key(request.rhyme) + rhyme_key(request.radif or ""))
     body_id, end_id = tok.token_to_id(BODY), tok.token_to_id(END)
     if header[-1] != body_id:
         state = _PoemState(poetry, couplets, "after_metre" if request.metre is not None else "metre")
@@ -241,13 +299,86 @@ def write_poem(poetry: PoetryModel, request: PoemRequest,
     # 2. The body, with the header pinned at the start of the context window.
     state = _PoemState(poetry, couplets, "body", request.vowel_marks)
     streamer = _Streamer(tok, on_event)
-    body: list[int] = []
+    prompt = header + [tok.token_to_id(VERSE_START)]
+    for k, hemistich in enumerate(request.first or []):  # given hemistichs: read, not written
+        separator = _separator_for(poetry, k, couplets)
+        for token in tok.encode(hemistich) + [separator]:
+            prompt.append(token)
+            streamer.push(token, state.advance(token))
+    body: list[int] = prompt[len(header) + 1:]
     budget = couplets * 2 * (MAX_HEMISTICH_CHARS + 2)
-    for token in engine.stream(header, len(header), sampling, generator, budget, state.edit_logits,
+    for token in engine.stream(prompt, len(header) + 1, sampling, generator, budget, state.edit_logits,
                                stop=lambda t: t == end_id):
         body.append(token)
         streamer.push(token, state.advance(token))
     return _assemble(poetry, request, header, body, seed, started)
+
+
+def _separator_for(poetry: PoetryModel, index: int, couplets: int) -> int:
+    """The token after hemistich `index` (0-based) of a poem of `couplets` couplets."""
+    name = HEMI if index % 2 == 0 else END if index == 2 * couplets - 1 else BEYT
+    return poetry.tokenizer.token_to_id(name)
+
+
+def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_event, started) -> Poem:
+    from .lexicon import verse_words
+    from .verse import RhymeSpec, VerseWriter, choose_qafiya, qafiya_of
+
+    tok = poetry.tokenizer
+    engine = Engine(poetry.model)
+    header = _control_ids(poetry, request)
+    metre = request.metre
+    if metre is None and request.form == "rubai":
+        metre = RUBAI_ID
+    if metre is None and request.first:  # the metre the given hemistich is written in
+        metre = scan_hemistich(request.first[0], align=False).metre_id
+    if metre is None or metre not in poetry.controls.metres:  # the model's own choice, as in free writing
+        state = _PoemState(poetry, couplets, "metre")
+        token = next(engine.stream(header, 0, sampling, generator, 1, state.edit_logits))
+        metre = next(m for m in poetry.controls.metres if tok.token_to_id(control_token("metre", m)) == token)
+    first = request.first or []
+    if request.rhyme is not None:
+        rhyme = RhymeSpec(request.rhyme, tuple(verse_words(request.radif)) if request.radif else ())
+    elif first and verse_words(first[0]):
+        rhyme = RhymeSpec(qafiya_of(verse_words(first[0])[-1]))
+    else:
+        rhyme = RhymeSpec(choose_qafiya(seed))
+    header += [tok.token_to_id(control_token("metre", metre))] + _rhyme_ids(poetry, rhyme.letters)
+
+    prompt = header + [tok.token_to_id(VERSE_START)]
+    decoder = engine.decoder(prompt, len(prompt))
+    state = _PoemState(poetry, couplets, "body", request.vowel_marks)
+    writer = VerseWriter(poetry, decoder, sampling, generator, metre, state.mask_for)
+    rhyming = set(rhyming_positions(2 * couplets, request.form))
+    hemistichs: list[str] = []
+    report = {"metre": metre, "qafiya": rhyme.qafiya, "radif": " ".join(rhyme.radif), "tries": 0, "restarts": 0,
+              "relaxed": []}
+    for i in range(2 * couplets):
+        separator = _separator_for(poetry, i, couplets)
+        if request.form == "masnavi" and i >= 2:  # each couplet rhymes in itself
+            own = verse_words(hemistichs[i - 1]) if i % 2 else []
+            target = RhymeSpec(qafiya_of(own[-1])) if own else None
+        else:
+            target = rhyme if i in rhyming else None
+        if i < len(first):
+            for token in tok.encode(first[i]) + [separator]:
+                decoder.push(token)
+            text = first[i]
+        else:
+            result = writer.write(separator, target)
+            text = result.text
+            report["tries"] += result.tries
+            report["restarts"] += result.restarts
+            if result.relaxed:
+                report["relaxed"].append(i)
+        hemistichs.append(text)
+        event = state.advance(separator)
+        if on_event is not None:
+            on_event("text", text)
+            on_event(event, "")
+    poem = _assemble(poetry, request, header, decoder.history[len(prompt):], seed, started)
+    poem.radif, poem.constraints = report["radif"], report
+    return poem
 
 
 def _assemble(poetry: PoetryModel, request: PoemRequest, header: list[int], body: list[int], seed: int,

@@ -304,6 +304,31 @@ def metre_by_id(metre_id: int) -> Metre | None:
     return {m.id: m for m in load_catalogue()}.get(metre_id)
 
 
+def resolve_metre(value: int | str, allowed: set[int] | None = None) -> Metre:
+    """A metre named by its Ganjoor id (7 or "7"), its label or traditional name
+    ("رمل مثمن مخبون محذوف"), or its feet ("فعلاتن فعلاتن فعلاتن فعلن"); `allowed` limits the
+    choice (the metres a model knows). Raises MetreError naming the choices when none or several fit."""
+    from .text import normalize
+
+    metres = [m for m in load_catalogue() if allowed is None or m.id in allowed]
+    text = normalize(str(value)).strip()
+    if text.isdigit():
+        found = [m for m in metres if m.id == int(text)]
+    else:
+        def squeeze(s: str) -> str:
+            return " ".join(normalize(s).replace("(", " ").replace(")", " ").split())
+
+        wanted = squeeze(text)
+        exact = [m for m in metres if wanted in (squeeze(m.name), squeeze(m.short_name), " ".join(m.feet))]
+        found = exact or [m for m in metres if wanted and wanted in squeeze(m.name)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise MetreError(f"unknown metre {value!r}; give a Ganjoor id, a name or feet "
+                         "(`persian-poetry generate --list-metres` lists them)")
+    raise MetreError(f"metre {value!r} is ambiguous: " + "; ".join(f"{m.id} {m.name}" for m in found[:6]))
+
+
 def show_pattern(pattern: str) -> str:
     """A weight string with the prosody signs: − long, ∪ short, read left to right."""
     return pattern.replace("-", "−").replace("U", "∪")

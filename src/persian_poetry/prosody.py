@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .errors import PoetryError
 from .metres import load_catalogue
 from .rhyme import Rhyme, analyze_rhyme
 from .scansion import Scansion, scan_hemistich, scan_poem
@@ -23,6 +24,9 @@ from .text import PERSIAN_LETTERS, normalize
 
 RULE_WEIGHT = 1.0
 MISS_COST = 6.0
+# A long masnavi section runs to some 2,000 couplets, about 100,000 characters. Scanning costs time
+# and memory in proportion (2.6 million characters: 13 s and 0.5 GB), so longer text is refused up front.
+MAX_SCAN_CHARS = 100_000
 
 
 @dataclass
@@ -89,8 +93,14 @@ def combined_scores(texts: list[str], classifier=None, rule_weight: float = RULE
 
 def scan(text: str | list[str], form: str | None = None, classifier=None) -> PoemProsody:
     """Scan a poem (a list of hemistichs, or a text with one hemistich a line; a single line is a
-    one-hemistich poem): its metre, each hemistich's syllables under that metre, and its rhyme."""
-    hemistichs = [normalize(h) for h in (text.split("\n") if isinstance(text, str) else text)]
+    one-hemistich poem): its metre, each hemistich's syllables under that metre, and its rhyme.
+    Text without Persian verse gives an empty result; text over MAX_SCAN_CHARS is a PoetryError."""
+    lines = text.split("\n") if isinstance(text, str) else list(text)
+    size = sum(map(len, lines))
+    if size > MAX_SCAN_CHARS:
+        raise PoetryError(f"a text of {size:,} characters is too long to scan at once (at most "
+                          f"{MAX_SCAN_CHARS:,}); scan it in parts")
+    hemistichs = [normalize(h) for h in lines]
     hemistichs = [h for h in hemistichs if any(ch in PERSIAN_LETTERS for ch in h)]
     if not hemistichs:
         return PoemProsody(None, None, (), 0.0, [])

@@ -638,13 +638,25 @@ class PoemScansion:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int, tuple[float, int]]:
-    """metre index -> (cheapest reading + licence cost, pattern index)."""
-    states = {0: 0.0}
+def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, ...]]], compiled: _Compiled,
+             keep=None, beam: bool = True) -> dict[int, float]:
+    """Carry the trie nodes reached (node -> cheapest cost) over more (word, context) tokens.
+
+    A context may be a tuple of contexts, any of which may hold (a word whose next word is not
+    written yet). `keep(node)` drops nodes that lead nowhere wanted.
+    """
     trans = compiled.trans
     step = compiled.step
     for word, ctx in tokens:
-        emissions = _compact(word, ctx)
+        if isinstance(ctx, tuple):
+            merged: dict[str, float] = {}
+            for c in ctx:
+                for s, ec in _compact(word, c):
+                    if s not in merged or merged[s] > ec:
+                        merged[s] = ec
+            emissions = tuple(merged.items())
+        else:
+            emissions = _compact(word, ctx)
         new: dict[int, float] = {}
         get = new.get
         for node, c in states.items():
@@ -652,7 +664,7 @@ def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int
                 n = trans.get((node, s))
                 if n is None:
                     n = step(node, s)
-                if n < 0:
+                if n < 0 or (keep is not None and not keep(n)):
                     continue
                 nc = c + ec
                 old = get(n)
@@ -660,10 +672,16 @@ def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int
                     new[n] = nc
         if not new:
             return {}
-        if len(new) > 4:  # a beam: readings far costlier than the best are dropped
+        if beam and len(new) > 4:  # a beam: readings far costlier than the best are dropped
             bound = min(new.values()) + STATE_BEAM
             new = {n: c for n, c in new.items() if c <= bound}
         states = new
+    return states
+
+
+def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int, tuple[float, int]]:
+    """metre index -> (cheapest reading + licence cost, pattern index)."""
+    states = _advance({0: 0.0}, tokens, compiled)
     best: dict[int, tuple[float, int]] = {}
     accept = compiled.accept
     for node, c in states.items():
@@ -672,6 +690,110 @@ def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int
             if mi not in best or best[mi][0] > total:
                 best[mi] = (total, pi)
     return best
+
+
+@lru_cache(maxsize=100_000)
+def _tail_tokens(word: str, after: str) -> list[tuple[str, str]]:
+    return _tokens(f"{word} {after}" if after else word)
+
+
+def syllable_counts(text: str) -> set[int]:
+    """How many syllables `text` can have when it ends a hemistich (its free last one included)."""
+    tokens = _tokens(text)
+    counts = {0}
+    for word, ctx in tokens:
+        counts = {c + len(s) for c in counts for s, _ in _compact(word, ctx)}
+    return {c + 1 for c in counts} if tokens else set()
+
+
+# Contexts a finished word may be read in while the word after it is not yet written.
+_OPEN = {"last": ("", "elide", "article"), "vav_last": ("vav",)}
+
+
+class MetreTracker:
+    """Word by word, whether a hemistich being written can still scan in one metre.
+
+    The sampling engine asks it after every finished word (`viable`), and at the end of the
+    hemistich (`complete`, which is `scan_hemistich` itself, so the writer and the judge agree).
+    """
+
+    def __init__(self, metre_id: int, max_cost: float = math.inf):
+        compiled = _compiled()
+        index = next((i for i, m in enumerate(compiled.metres) if m.id == metre_id), None)
+        if index is None:
+            raise ValueError(f"metre {metre_id} is not in the catalogue")
+        self.metre_id, self.index, self.compiled = metre_id, index, compiled
+        self.metre = compiled.metres[index]
+        self.max_cost = max_cost  # readings costlier than this (in licences and guesses) don't count
+        self._leads: dict[int, bool] = {}
+        self._room: dict[int, int] = {}
+
+    def leads(self, node: int) -> bool:
+        """Whether some pattern of this metre passes through trie node `node`."""
+        known = self._leads.get(node)
+        if known is None:
+            known = any(mi == self.index for mi, _, _ in self.compiled.accept[node]) or \
+                any(self.leads(child) for child in self.compiled.children[node].values())
+            self._leads[node] = known
+        return known
+
+    def nodes(self, words: list[str], finished: bool = False) -> dict[int, float]:
+        """Trie nodes the words can reach in this metre; unless `finished`, the last word may be
+        read in any context the next word could give it."""
+        tokens: list = _tokens(" ".join(words))
+        if tokens and not finished:
+            word, ctx = tokens[-1]
+            tokens[-1] = (word, _OPEN.get(ctx, ctx))
+        return self._cheap(_advance({0: 0.0}, tokens, self.compiled, keep=self.leads, beam=False))
+
+    def _cheap(self, states: dict[int, float]) -> dict[int, float]:
+        return {n: c for n, c in states.items() if c <= self.max_cost}
+
+    def viable(self, words: list[str]) -> bool:
+        return bool(self.nodes(words))
+
+    def accepts(self, states: dict[int, float]) -> bool:
+        return any(mi == self.index for node in states for mi, _, _ in self.compiled.accept[node])
+
+    def complete(self, text: str) -> bool:
+        """Whether the scanner can read the whole hemistich in this metre (within `max_cost`)."""
+        return self.accepts(self.nodes(text.split(), finished=True))
+
+    def room(self, node: int) -> int:
+        """Fewest syllables this metre still wants after trie node `node` (the free last one included)."""
+        known = self._room.get(node)
+        if known is None:
+            if any(mi == self.index for mi, _, _ in self.compiled.accept[node]):
+                known = 1
+            else:
+                known = 1 + min((self.room(c) for c in self.compiled.children[node].values() if self.leads(c)),
+                                default=10_000)
+            self._room[node] = known
+        return known
+
+    def endings(self, words: list[str], candidates: list[str], after: str = "", limit: int = 10**9) -> list[str]:
+        """The candidates that, each followed by `after` (the radif), finish the hemistich that
+        starts with `words` in this metre; in the given order, at most `limit`."""
+        prefix_by_class: dict[str, dict[int, float]] = {}
+        out = []
+        for word in candidates:
+            first = _plain(word)
+            kind = "article" if first.startswith("ال") and len(first) > 3 else "elide" if first[:1] in ALEFS else ""
+            states = prefix_by_class.get(kind)
+            if states is None:
+                stand_in = {"article": "البیت", "elide": "اب", "": "بب"}[kind]
+                tokens = _tokens(" ".join(words + [stand_in]))[:-1]
+                states = self._cheap(_advance({0: 0.0}, tokens, self.compiled, keep=self.leads, beam=False)) \
+                    if tokens else {0: 0.0}
+                prefix_by_class[kind] = states
+            if not states:
+                continue
+            tail = _tail_tokens(word, after)
+            if self.accepts(self._cheap(_advance(states, tail, self.compiled, keep=self.leads, beam=False))):
+                out.append(word)
+                if len(out) >= limit:
+                    break
+        return out
 
 
 def _align(tokens: list[tuple[str, str]], pattern: str) -> list[Syllable] | None:

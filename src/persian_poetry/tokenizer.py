@@ -8,7 +8,8 @@ Two kinds share one interface (`encode`, `decode`, `token_to_id`, `save`, `load_
   combining marks (kasra, tashdid, hamza) and ZWNJ inside words; GPT-2's `\\p{L}+` pattern would
   split them off (بویِ -> بوی + ِ) and waste merges.
 
-Both normalize before encoding, so `decode(encode(x)) == normalize(x)` for any string x.
+Both normalize before encoding, so `decode(encode(x)) == normalize(x)` for any one-line string
+x; text with line breaks keeps them, each line normalized and empty lines dropped.
 Special tokens never come out of `encode` of user text (their characters are outside the
 alphabet); they are inserted by id.
 """
@@ -147,7 +148,9 @@ class BPETokenizer(_SpecialsMixin):
         return self.hf.decode([token_id])
 
     def save(self, path: str | Path) -> None:
-        self.hf.save(str(path))
+        # Written by Python, not `hf.save`: a bad path is then an OSError that names it, not a
+        # bare Exception from Rust. Same bytes.
+        Path(path).write_text(self.hf.to_str(pretty=True), encoding="utf-8")
 
 
 def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
@@ -167,7 +170,10 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
         specials = data.get("special_tokens")
         if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
             raise TokenizerError(f"char tokenizer file {path} has no list of special tokens")
-        return CharTokenizer(specials)
+        tokenizer = CharTokenizer(specials)
+        if data.get("chars", tokenizer.chars) != tokenizer.chars:  # ids would mean other letters
+            raise TokenizerError(f"char tokenizer file {path} was made for another alphabet than this version's")
+        return tokenizer
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
         from tokenizers import Tokenizer
 
@@ -182,12 +188,21 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
 def train_tokenizer(data: str | Path, kind: str = "bpe", vocab_size: int = 4096, poets: Iterable[str] | None = None,
                     max_chars: int = 30_000_000, progress: bool = True) -> CharTokenizer | BPETokenizer:
     """Build a tokenizer for a Ganjoor-schema corpus: its controls become special tokens, and (for
-    BPE) the merges are learned from up to `max_chars` characters of train-split verse."""
+    BPE) the merges are learned from up to `max_chars` characters of train-split verse.
+
+    For a plain .txt (the notebook's corpus) there are no controls, and BPE learns only from the
+    first 90% of the text, the part `train` trains on, so the val part stays unseen."""
     from .controls import Controls
-    from .corpus import read_jsonl
+    from .corpus import read_jsonl, read_plain_text
 
     if kind not in ("char", "bpe"):
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from: char, bpe")
+    if Path(data).suffix == ".txt":
+        text = read_plain_text(data)
+        train_part = text[:int(len(text) * 0.9)][:max_chars]
+        if kind == "char":
+            return CharTokenizer([])
+        return BPETokenizer.train(train_part.splitlines(), vocab_size, [], show_progress=progress)
     poems = [p for p in read_jsonl(data, poets)]
     if not poems:
         raise TokenizerError(f"no poems found in {data}" + (" for the selected poets" if poets else ""))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .checkpoint import load_training_state, save_model_dir, save_training_state
 from .corpus import CLASSICAL_POETS, read_plain_text
 from .dataset import file_sha256, load_corpus_splits, split_plain_text
+from .errors import PoetryError
 from .evaluate import evaluate_split
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer, load_tokenizer
@@ -121,7 +122,7 @@ def load_data(cfg: TrainConfig):
     if not data.exists():
         raise FileNotFoundError(f"training data not found: {data} (pass --data PATH)")
     if data.suffix == ".txt":
-        tokenizer = CharTokenizer([])
+        tokenizer = CharTokenizer([]) if cfg.tokenizer == "char" else load_tokenizer(cfg.tokenizer)
         return tokenizer, split_plain_text(read_plain_text(data), tokenizer), file_sha256(data), {}, []
     poets = resolve_poets(cfg.poets)
     tokenizer = "char" if cfg.tokenizer == "char" else load_tokenizer(cfg.tokenizer)
@@ -130,7 +131,7 @@ def load_data(cfg: TrainConfig):
 
 
 def _rng_state(np_rng: np.random.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()[1]}
+    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -139,8 +140,34 @@ def _rng_state(np_rng: np.random.Generator) -> dict:
 def _set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
     np_rng.bit_generator.state = state["numpy"]
+    python = state.get("python")
+    if python is not None:  # older checkpoints kept only the Mersenne Twister words
+        random.setstate(tuple(python) if len(python) == 3 else (3, tuple(python), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _remove_stale_temp_files(out_dir: Path) -> None:
+    """Temporary files of writes a crash cut short (`atomic_write` names them `.NAME.*.tmp`); the
+    files they were to replace are intact, so these are only litter."""
+    for stale in [*out_dir.glob(".checkpoint.pt.*.tmp"), *(out_dir / "model").glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
+
+
+def _resume(ckpt_path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> dict:
+    """Load `ckpt_path` into model and optimizer; the rest of its state is returned."""
+    state = load_training_state(ckpt_path)
+    missing = {"model", "optimizer", "step", "elapsed", "tokens_seen", "history", "rng"} - set(state)
+    if missing:
+        raise PoetryError(f"{ckpt_path} is not a training checkpoint: it has no {', '.join(sorted(missing))}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PoetryError(f"{ckpt_path} does not fit this run (other model options or data?): {first_line}; "
+                          "use the options it was trained with, or another --out-dir") from None
+    return state
 
 
 def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
@@ -159,14 +186,16 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
+    if master:
+        _remove_stale_temp_files(out_dir)
 
     if ddp and not master:
         dist.barrier()  # rank 0 encodes and caches the corpus first; the others then map it
     tokenizer, splits, data_hash, metre_names, poets = load_data(cfg)
     if ddp and master:
         dist.barrier()
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves nothing behind
     train_split, val_split = splits["train"], splits["val"]
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=cfg.context_length, n_layer=cfg.n_layer,
                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, positional=cfg.positional)
@@ -178,12 +207,11 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.learning_rate, betas=(0.9, 0.95))
-    step, elapsed, tokens_seen, history = 0, 0.0, 0, []
+    step, elapsed, tokens_seen, history, last_loss = 0, 0.0, 0, [], float("nan")
     if cfg.resume and ckpt_path.exists():
-        state = load_training_state(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = _resume(ckpt_path, model, optimizer)
         step, elapsed, tokens_seen, history = state["step"], state["elapsed"], state["tokens_seen"], state["history"]
+        last_loss = state.get("last_loss", last_loss)
         _set_rng_state(state["rng"], np_rng)
         if ddp:
             np_rng = np.random.default_rng([cfg.seed + rank, step])
@@ -197,7 +225,7 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
         if master:
             save_training_state(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "elapsed": elapsed, "tokens_seen": tokens_seen, "history": history,
+                "elapsed": elapsed, "tokens_seen": tokens_seen, "history": history, "last_loss": last_loss,
                 "rng": _rng_state(np_rng), "config": asdict(cfg)})
 
     def validate(limit):
@@ -208,7 +236,7 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (master and cfg.progress), unit="step", mininterval=2,
                dynamic_ncols=True, desc="training")
-    last_loss, window_tokens, window_start = float("nan"), 0, time.time()
+    window_tokens, window_start = 0, time.time()
     run_start = time.time() - elapsed
     interrupted = False
     try:

@@ -1,0 +1,82 @@
+"""The lexicon of classical verse: its words, how often each is used, how often each ends a hemistich.
+
+Constrained decoding uses it twice. A word the model writes must be a word of the classical
+poets (one that occurs at least MIN_COUNT times in the train split), so that keeping the metre
+cannot push an undertrained model into invented words. And a rhyming hemistich lands on its
+rhyme by letting the model choose its last word (before the radif) among the words that end
+hemistichs, carry the qafiya and fit what is left of the metre: a model cannot list the words it
+knows; this list can. Built by `persian-poetry build-lexicon` from the train split of the
+classical poets and shipped as a gzipped word<TAB>count<TAB>final-count file. Words are spelled
+as the scanner reads them: normalized, marks and punctuation dropped, ZWNJ kept inside the word.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .text import PERSIAN_LETTERS, ZWNJ, normalize
+
+LEXICON_PATH = Path(__file__).with_name("lexicon.tsv.gz")
+MIN_COUNT = 3
+MAX_WORDS = 120_000
+
+
+def verse_words(hemistich: str) -> list[str]:
+    """The words of a hemistich as written: letters and ZWNJ, marks and punctuation dropped."""
+    words = []
+    for raw in normalize(hemistich).split(" "):
+        word = "".join(ch for ch in raw if ch in PERSIAN_LETTERS or ch == ZWNJ).strip(ZWNJ)
+        if word:
+            words.append(word)
+    return words
+
+
+def build_lexicon(data: str | Path, poets: Iterable[str] | None = None, out: str | Path = LEXICON_PATH,
+                  min_count: int = MIN_COUNT, max_words: int = MAX_WORDS, progress: bool = True) -> int:
+    """Count every word of the train split's hemistichs, and how often each ends one (or stands
+    before a one-word radif: the last two words), and write the lexicon; return its size."""
+    from .checkpoint import atomic_write
+    from .corpus import read_jsonl
+
+    counts: Counter = Counter()
+    finals: Counter = Counter()
+    for poem in tqdm(read_jsonl(data, poets), desc="reading poems", unit=" poems", disable=not progress,
+                     mininterval=2):
+        if poem.split != "train":
+            continue
+        for hemistich in poem.hemistichs:
+            words = verse_words(hemistich)
+            counts.update(words)
+            finals.update(words[-2:])
+    kept = [(w, c) for w, c in counts.most_common(max_words) if c >= min_count]
+    lines = "".join(f"{w}\t{c}\t{finals[w]}\n" for w, c in kept).encode("utf-8")
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_bytes(gzip.compress(lines, mtime=0)))
+    return len(kept)
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> tuple[dict[str, int], dict[str, int]]:
+    words: dict[str, int] = {}
+    finals: dict[str, int] = {}
+    for line in gzip.decompress(Path(path).read_bytes()).decode("utf-8").splitlines():
+        word, count, final = line.split("\t")
+        words[word] = int(count)
+        if int(final) >= MIN_COUNT:
+            finals[word] = int(final)
+    return words, dict(sorted(finals.items(), key=lambda item: -item[1]))
+
+
+def known_words(path: str | Path = LEXICON_PATH) -> dict[str, int]:
+    """word -> count in the classical train split (at least MIN_COUNT), most frequent first."""
+    return _load(str(path))[0]
+
+
+def load_rhyme_lexicon(path: str | Path = LEXICON_PATH) -> dict[str, int]:
+    """word -> how often it ends a hemistich (at least MIN_COUNT times), most frequent first."""
+    return _load(str(path))[1]

@@ -1,0 +1,429 @@
+"""The web app and its HTTP API: write a poem in the browser, watch it being written, look inside.
+
+`create_app(poetry)` builds a FastAPI app around one loaded model (the shipped one by default);
+`persian-poetry serve` runs it with uvicorn. Everything is offline: the page, its script and its
+font (Vazirmatn) are files of this package.
+
+    GET  /                        the page (static/index.html: right to left, Persian)
+    GET  /healthz                 liveness, and counts of the poems served, cancelled, refused
+    GET  /api/options             the poets, forms and metres the model knows, with Persian names
+    POST /api/generate            a poem as Server-Sent Events as it is written, then the whole
+                                  poem and its scansion
+    POST /api/scan                a text in; its metre, syllables and rhyme out
+    POST /api/explain/tokens      how the model's tokenizer cuts a text, against the token limit
+    POST /api/explain/attention   the model's attention weights over a text, per layer and head
+    GET  /api/explain/positions   the sinusoidal positional-encoding table
+
+The schema is FastAPI's own, at /openapi.json. There is no /docs page: Swagger UI loads its
+script from a CDN, and this app promises to work with no network.
+
+Writing a poem is blocking CPU work, so it never runs on the event loop. Each poem is written in
+a small pool of worker threads (torch on one thread each: batch-1 decoding of a small model is
+fastest that way on a few cores), and its events cross to the event loop through an asyncio
+queue. At most `workers + queue` poems are in flight; past that the answer is 503 with a
+Retry-After, rather than a pile-up that makes everyone wait. When a client goes away, Starlette
+cancels its stream; the stream raises a flag that the poem's next event sees, and the worker
+stops writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from .checkpoint import PoetryModel
+from .errors import PoetryError
+from .generate import FORM_COUPLETS, MAX_COUPLETS, PoemRequest
+from .text import normalize
+
+STATIC_DIR = Path(__file__).parent / "static"
+FONTS_DIR = Path(__file__).parent / "fonts"
+MAX_TEXT_CHARS = 4000  # the longest text /api/scan and /api/explain/* accept (a long qasida)
+MAX_CONTROL_CHARS = 120  # poet, form, metre name, rhyme, radif
+FORM_NAMES = {"ghazal": "غزل", "rubai": "رباعی", "dobeyti": "دوبیتی", "masnavi": "مثنوی", "qasida": "قصیده",
+              "qete": "قطعه"}
+POET_NAMES: dict[str, str] = json.loads((STATIC_DIR / "poets.json").read_text(encoding="utf-8"))
+
+log = logging.getLogger("persian_poetry.server")
+
+
+# ---------------------------------------------------------------------------------------------
+# Request and response bodies (they are the OpenAPI schema)
+
+
+class GenerateIn(BaseModel):
+    """What to write. Unset fields take the library's defaults (`PoemRequest`)."""
+
+    poet: str = Field("hafez", max_length=MAX_CONTROL_CHARS, description="poet slug, one of /api/options poets")
+    form: str = Field("ghazal", max_length=MAX_CONTROL_CHARS, description="form slug, one of /api/options forms")
+    couplets: int | None = Field(None, ge=1, le=MAX_COUPLETS, description="number of couplets; null: the form's usual")
+    metre: int | str | None = Field(None, description="Ganjoor metre id, name or feet; null: the model chooses")
+    rhyme: str | None = Field(None, max_length=MAX_CONTROL_CHARS, description="rhyme letters (qafiya); null: chosen")
+    radif: str | None = Field(None, max_length=MAX_CONTROL_CHARS, description="refrain after the rhyme (needs rhyme)")
+    free: bool = Field(False, description="no metre or rhyme constraints while decoding: the model alone, "
+                                          "streamed token by token (constrained writing streams whole hemistichs)")
+    temperature: float = Field(0.8, gt=0, le=10)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=2**63, description="same seed, same poem; null: random (reported)")
+    vowel_marks: bool = Field(False, description="allow short-vowel marks and tashdid")
+
+
+class TextIn(BaseModel):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS,
+                      description=f"Persian verse, one hemistich a line; at most {MAX_TEXT_CHARS} characters")
+
+
+class ScanIn(TextIn):
+    form: str | None = Field(None, max_length=MAX_CONTROL_CHARS, description="ghazal, rubai, ...; null: guessed")
+
+
+class AttentionIn(TextIn):
+    layer: int | None = Field(None, ge=0, description="only this layer (0-based); null: every layer")
+
+
+class Named(BaseModel):
+    id: str | int
+    name: str
+
+
+class FormOut(Named):
+    couplets: int
+
+
+class OptionsOut(BaseModel):
+    poets: list[Named]
+    forms: list[FormOut]
+    metres: list[Named]
+    defaults: dict[str, Any]
+    limits: dict[str, int]
+    model: dict[str, int]
+
+
+class AttentionOut(BaseModel):
+    tokens: list[str]
+    ids: list[int]
+    layers: list[int] = Field(description="the layers whose weights follow, 0-based")
+    weights: list[list[list[list[float]]]] = Field(description="[layer of `layers`][head][query][key]")
+
+
+class HealthOut(BaseModel):
+    status: str
+    in_flight: int
+    limit: int
+    served: int
+    cancelled: int
+    failed: int
+    refused: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: always 422 with the field named, in FastAPI's own shape plus one readable line
+
+
+def _field_of(message: str, names) -> str | None:
+    """The request field a PoetryError is about: the first field name the message mentions
+    (not as a command-line flag: "with --free a rhyme ..." is about the rhyme)."""
+    hits = [(m.start(), name) for name in names if (m := re.search(rf"(?<![-\w]){name}(?!\w)", message))]
+    return min(hits)[1] if hits else None
+
+
+def _invalid(field: str | None, message: str) -> JSONResponse:
+    loc = ["body", field] if field else ["body"]
+    line = f"{field}: {message}" if field else message
+    return JSONResponse({"detail": [{"type": "value_error", "loc": loc, "msg": message}], "message": line},
+                        status_code=422)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = jsonable_encoder(exc.errors())
+    line = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": errors, "message": line}, status_code=422)
+
+
+# ---------------------------------------------------------------------------------------------
+# Poems in flight
+
+
+class _Cancelled(Exception):
+    """Raised inside write_poem's callback to stop a poem whose reader has gone."""
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _hemistich_scan(text: str) -> dict:
+    """The scanner's reading of one finished hemistich (its own best metre), sent at once; the
+    whole poem's scansion, with one metre for all hemistichs, comes with the final event."""
+    from .scansion import scan_hemistich
+
+    s = scan_hemistich(text, top=1)
+    return {"metre_id": s.metre_id, "name": s.name, "weights": s.weights, "pattern": s.pattern,
+            "syllables": [{"letters": y.letters, "weight": y.weight, "note": y.note} for y in s.syllables]}
+
+
+class Generations:
+    """A pool of worker threads that write poems, and the bound on how many may run or wait."""
+
+    def __init__(self, poetry: PoetryModel, workers: int, queue: int):
+        if workers < 1 or queue < 0:
+            raise ValueError(f"need workers >= 1 and queue >= 0, got {workers} and {queue}")
+        self.poetry, self.workers, self.limit = poetry, workers, workers + queue
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="poem", initializer=_one_thread)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.counts = {"served": 0, "cancelled": 0, "failed": 0, "refused": 0}
+        self.mean_seconds = 5.0  # running mean of a poem's time, for Retry-After
+
+    def try_acquire(self) -> bool:
+        with self.lock:
+            if self.in_flight >= self.limit:
+                self.counts["refused"] += 1
+                return False
+            self.in_flight += 1
+            return True
+
+    def _release(self, outcome: str, seconds: float) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.counts[outcome] += 1
+            if outcome == "served":
+                self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+
+    def retry_after(self) -> int:
+        """Seconds until a place is likely free: with `workers` poems written side by side, one
+        finishes every mean_seconds / workers on average."""
+        with self.lock:
+            return max(1, math.ceil(self.mean_seconds / self.workers))
+
+    def start(self, request: PoemRequest) -> AsyncIterator[bytes]:
+        """Queue the poem (a place must have been acquired) and return its event stream."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(kind: str | None, data: Any = None) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, data))
+            except RuntimeError:  # the loop is closed: the server is shutting down
+                cancel.set()
+
+        emit("start", {"seed": request.seed, "poet": request.poet, "form": request.form})
+        self.pool.submit(self._write, request, emit, cancel)
+        return self._relay(events, cancel)
+
+    def _write(self, request: PoemRequest, emit: Callable, cancel: threading.Event) -> None:
+        from .generate import write_poem
+        from .prosody import scan
+
+        started, outcome, hemistich = time.perf_counter(), "failed", []
+
+        def on_event(kind: str, text: str) -> None:
+            if cancel.is_set():
+                raise _Cancelled
+            if kind == "text":
+                hemistich.append(text)
+                emit("text", {"text": text})
+                return
+            line = normalize("".join(hemistich))
+            hemistich.clear()
+            emit(kind, {"hemistich": line, "scan": _hemistich_scan(line)})
+
+        try:
+            if cancel.is_set():
+                raise _Cancelled
+            poem = write_poem(self.poetry, request, on_event=on_event)
+            prosody = scan([h for couplet in poem.couplets for h in couplet], poem.form)
+            emit("poem", {"poem": poem.to_dict(), "prosody": prosody.to_dict()})
+            outcome = "served"
+        except _Cancelled:
+            outcome = "cancelled"
+        except Exception as err:  # a bug, not bad input (that was refused before): say so, keep serving
+            log.exception("writing a poem failed")
+            emit("error", {"message": f"{type(err).__name__}: {err}"})
+        finally:
+            self._release(outcome, time.perf_counter() - started)
+            emit(None)
+
+    @staticmethod
+    async def _relay(events: asyncio.Queue, cancel: threading.Event) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                kind, data = await events.get()
+                if kind is None:
+                    return
+                yield _sse(kind, data)
+        finally:  # finished, or cancelled because the client went away
+            cancel.set()
+
+    def health(self) -> dict:
+        with self.lock:
+            return {"status": "ok", "in_flight": self.in_flight, "limit": self.limit, **self.counts}
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def _options(poetry: PoetryModel) -> dict:
+    from .metres import metre_by_id
+
+    def metre_name(m: int) -> str:
+        known = metre_by_id(m)
+        return poetry.metres.get(m) or (known.name if known else str(m))
+
+    defaults = {f.name: f.default for f in fields(PoemRequest) if f.name in GenerateIn.model_fields}
+    config = poetry.config
+    return {
+        "poets": [{"id": p, "name": POET_NAMES.get(p, p)} for p in poetry.controls.poets],
+        "forms": [{"id": f, "name": FORM_NAMES.get(f, f), "couplets": FORM_COUPLETS[f]}
+                  for f in poetry.controls.forms if f in FORM_COUPLETS],
+        "metres": [{"id": m, "name": metre_name(m)} for m in poetry.controls.metres],
+        "defaults": defaults,
+        "limits": {"couplets_min": 1, "couplets_max": MAX_COUPLETS, "text_chars": MAX_TEXT_CHARS},
+        "model": {"context_length": config.context_length, "n_layer": config.n_layer, "n_head": config.n_head,
+                  "n_embd": config.n_embd, "vocab_size": config.vocab_size},
+    }
+
+
+def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: int = 6) -> FastAPI:
+    """The app around `poetry` (default: the shipped model, loaded once, now). At most `workers`
+    poems are written at once and `queue` more wait; more than that are refused with 503."""
+    if poetry is None:
+        from .checkpoint import load_model
+
+        poetry = load_model()
+    generations = Generations(poetry, workers, queue)
+    options = _options(poetry)
+    request_fields = {f.name for f in fields(PoemRequest)}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        generations.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="Persian Poetry GPT", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Write classical Persian poems with a GPT trained from scratch, scan their metre "
+                              "and rhyme, and look inside the model. Offline.")
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.state.poetry, app.state.generations = poetry, generations
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/healthz", response_model=HealthOut, summary="liveness and generation counts")
+    def healthz() -> dict:
+        return generations.health()
+
+    @app.get("/api/options", response_model=OptionsOut, summary="poets, forms and metres the model knows")
+    def get_options() -> dict:
+        return options
+
+    @app.post("/api/generate", summary="write a poem, streamed as Server-Sent Events",
+              response_class=StreamingResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "events: start {seed}; text {text} as it is written; hemi, beyt "
+                                              "and end {hemistich, scan} after each hemistich; poem {poem, "
+                                              "prosody} at the end (or error {message})"},
+                         422: {"description": "bad input; `message` names the field"},
+                         503: {"description": "too many poems in flight; retry after Retry-After seconds"}})
+    async def generate(body: GenerateIn):
+        values = body.model_dump()
+        unsupported = [k for k, v in values.items() if k not in request_fields and v not in (None, False)]
+        if unsupported:
+            return _invalid(unsupported[0], f"{unsupported[0]} is not supported by this version of the library")
+        request = PoemRequest(**{k: v for k, v in values.items() if k in request_fields})
+        try:
+            from .generate import validate_request
+
+            _, request.seed = validate_request(poetry, request)
+        except PoetryError as err:
+            return _invalid(_field_of(str(err), values), str(err))
+        if not generations.try_acquire():
+            seconds = generations.retry_after()
+            return JSONResponse({"detail": "busy", "message": f"too many poems in flight; retry in {seconds} s"},
+                                status_code=503, headers={"Retry-After": str(seconds)})
+        return StreamingResponse(generations.start(request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/api/scan", summary="metre, syllables and rhyme of a text")
+    def post_scan(body: ScanIn) -> dict:
+        from .prosody import scan
+
+        _one_thread()
+        result = scan(body.text, form=body.form)
+        if result.metre_id is None:
+            return _invalid("text", "no Persian verse to scan")
+        return result.to_dict()
+
+    @app.post("/api/explain/tokens", summary="the text as the model's tokens, against the token limit")
+    def explain_tokens(body: TextIn) -> dict:
+        from .explain import tokenize_text
+
+        return tokenize_text(poetry, body.text).to_dict()
+
+    @app.post("/api/explain/attention", response_model=AttentionOut,
+              summary="attention weights over a text, per layer and head")
+    def explain_attention(body: AttentionIn):
+        from .explain import attention_trace
+
+        if body.layer is not None and body.layer >= poetry.config.n_layer:
+            return _invalid("layer", f"layer must be between 0 and {poetry.config.n_layer - 1}, got {body.layer}")
+        _one_thread()
+        try:
+            trace = attention_trace(poetry, body.text)
+        except PoetryError as err:
+            return _invalid("text", str(err))
+        layers = list(range(poetry.config.n_layer)) if body.layer is None else [body.layer]
+        weights = [[[[round(w, 4) for w in row] for row in head] for head in trace.weights[layer]]
+                   for layer in layers]
+        return {"tokens": trace.tokens, "ids": trace.ids, "layers": layers, "weights": weights}
+
+    @app.get("/api/explain/positions", summary="the sinusoidal positional-encoding table (unscaled)")
+    def explain_positions(
+            positions: int | None = Query(None, ge=1, le=4096, description="rows; default: the context length"),
+            dim: int | None = Query(None, ge=1, le=4096, description="columns; default: the model's width")) -> dict:
+        from .explain import positional_table
+
+        positions = positions or poetry.config.context_length
+        dim = dim or poetry.config.n_embd
+        table = positional_table(positions, dim)
+        return {"positions": positions, "dim": dim, "table": [[round(v, 4) for v in row] for row in table]}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/fonts", StaticFiles(directory=FONTS_DIR), name="fonts")
+    return app
+
+
+def serve(poetry: PoetryModel | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
+          queue: int = 6) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(poetry, workers=workers, queue=queue), host=host, port=port, log_level="info")

@@ -1,0 +1,246 @@
+"""The HTTP API: options, streamed poems, scansion, the explain endpoints, every bad input as a
+422 that names its field, the bound on poems in flight (503 + Retry-After) and a client that
+hangs up stopping its poem.
+
+A tiny untrained GPT with the shipped tokenizer stands in for the model: the controls, the
+vocabulary and the poem structure are real, and it writes a poem in well under a second."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
+from persian_poetry.controls import Controls
+from persian_poetry.model import GPT, GPTConfig, sinusoidal_table
+from persian_poetry.server import MAX_TEXT_CHARS, create_app
+from persian_poetry.text import normalize
+from persian_poetry.tokenizer import load_tokenizer
+
+HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
+
+
+@pytest.fixture(scope="module")
+def poetry() -> PoetryModel:
+    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    metres = {int(k): v for k, v in config["metres"].items()}
+    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+
+
+@pytest.fixture(scope="module")
+def client(poetry) -> TestClient:
+    with TestClient(create_app(poetry)) as c:
+        yield c
+
+
+def events_of(text: str) -> list[tuple[str, dict]]:
+    """Parse a text/event-stream body into (event, data) pairs."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_options_name_the_models_poets_forms_and_metres_in_persian(client, poetry):
+    options = client.get("/api/options").json()
+    poets = {p["id"]: p["name"] for p in options["poets"]}
+    assert set(poets) == set(poetry.controls.poets)
+    assert poets["hafez"] == "حافظ" and poets["saadi"] == "سعدی"
+    forms = {f["id"]: f for f in options["forms"]}
+    assert forms["ghazal"]["name"] == "غزل" and forms["ghazal"]["couplets"] == 7 and "rubai" in forms
+    metres = {m["id"]: m["name"] for m in options["metres"]}
+    assert set(metres) == set(poetry.controls.metres)
+    assert metres[24].startswith("مفعول مفاعیل مفاعیل فعل")
+    assert options["limits"] == {"couplets_min": 1, "couplets_max": 40, "text_chars": MAX_TEXT_CHARS}
+    assert options["model"]["n_head"] == 2 and options["defaults"]["poet"] == "hafez"
+
+
+def test_openapi_schema_documents_the_api_and_its_limits(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/options", "/api/generate", "/api/scan", "/api/explain/attention", "/api/explain/tokens",
+            "/api/explain/positions", "/healthz"} <= set(schema["paths"])
+    body = schema["components"]["schemas"]["GenerateIn"]["properties"]
+    couplets = next(s for s in body["couplets"]["anyOf"] if s.get("type") == "integer")
+    assert (couplets["minimum"], couplets["maximum"]) == (1, 40)
+    assert body["temperature"]["exclusiveMinimum"] == 0
+    assert schema["components"]["schemas"]["TextIn"]["properties"]["text"]["maxLength"] == MAX_TEXT_CHARS
+    assert "503" in schema["paths"]["/api/generate"]["post"]["responses"]
+
+
+def test_a_poem_streams_token_by_token_then_arrives_whole_with_its_scansion(client):
+    response = client.post("/api/generate", json={"poet": "saadi", "couplets": 2, "seed": 3, "free": True})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = events_of(response.text)
+    assert events[0] == ("start", {"seed": 3, "poet": "saadi", "form": "ghazal"})
+    kinds = [k for k, _ in events]
+    assert [k for k in kinds if k not in ("text", "start")] == ["hemi", "beyt", "hemi", "end", "poem"]
+    assert kinds.count("text") > 4  # token by token, not a hemistich at a time
+    streamed, hemistichs = "", []
+    for kind, data in events[1:-1]:
+        if kind == "text":
+            streamed += data["text"]
+        else:
+            assert data["hemistich"] == normalize(streamed)
+            assert set(data["scan"]) >= {"metre_id", "weights", "syllables"}
+            hemistichs.append(data["hemistich"])
+            streamed = ""
+    poem = events[-1][1]["poem"]
+    assert [h for pair in poem["couplets"] for h in pair] == hemistichs
+    assert poem["seed"] == 3 and poem["poet"] == "saadi"
+    assert "metre_id" in events[-1][1]["prosody"] and "hemistichs" in events[-1][1]["prosody"]
+    again = client.post("/api/generate", json={"poet": "saadi", "couplets": 2, "seed": 3, "free": True})
+    assert events_of(again.text)[-1][1]["poem"]["couplets"] == poem["couplets"]  # same seed, same poem
+
+
+def test_constrained_writing_streams_whole_hemistichs_in_the_asked_metre(client):
+    events = events_of(client.post("/api/generate", json={"couplets": 1, "seed": 1, "metre": 2}).text)
+    assert [k for k, _ in events] == ["start", "text", "hemi", "text", "end", "poem"]
+    assert events[-1][1]["poem"]["metre"] == 2
+    assert events[0][1]["seed"] == 1
+
+
+def test_an_unset_seed_is_chosen_and_reported(client):
+    events = events_of(client.post("/api/generate", json={"couplets": 1, "free": True}).text)
+    seed = events[0][1]["seed"]
+    assert isinstance(seed, int) and events[-1][1]["poem"]["seed"] == seed
+
+
+@pytest.mark.parametrize("url,body,field,words", [
+    ("/api/generate", {"poet": "shakespeare"}, "poet", "unknown poet 'shakespeare'"),
+    ("/api/generate", {"form": "sonnet"}, "form", "unknown form 'sonnet'"),
+    ("/api/generate", {"couplets": 0}, "couplets", "greater than or equal to 1"),
+    ("/api/generate", {"couplets": 41}, "couplets", "less than or equal to 40"),
+    ("/api/generate", {"temperature": 0}, "temperature", "greater than 0"),
+    ("/api/generate", {"temperature": -1.5}, "temperature", "greater than 0"),
+    ("/api/generate", {"top_p": 0}, "top_p", "greater than 0"),
+    ("/api/generate", {"couplets": "many"}, "couplets", "valid integer"),
+    ("/api/generate", {"metre": 99999}, "metre", "unknown metre"),
+    ("/api/generate", {"metre": 2, "rhyme": "abc"}, "rhyme", "holds no Persian letters"),
+    ("/api/generate", {"radif": "ما"}, "radif", "needs a rhyme"),
+    ("/api/scan", {"text": "ا" * (MAX_TEXT_CHARS + 1)}, "text", f"at most {MAX_TEXT_CHARS} characters"),
+    ("/api/scan", {"text": ""}, "text", "at least 1 character"),
+    ("/api/scan", {"text": "hello world"}, "text", "no Persian verse"),
+    ("/api/explain/tokens", {"text": "ب" * (MAX_TEXT_CHARS + 1)}, "text", f"at most {MAX_TEXT_CHARS}"),
+    ("/api/explain/attention", {"text": "ا" * (MAX_TEXT_CHARS + 1)}, "text", f"at most {MAX_TEXT_CHARS}"),
+    ("/api/explain/attention", {"text": HAFEZ * 3}, "text", "at most 64"),  # over the token limit
+    ("/api/explain/attention", {"text": "hello"}, "text", ""),  # the explain module words it
+    ("/api/explain/attention", {"text": HAFEZ, "layer": 2}, "layer", "between 0 and 1"),
+])
+def test_bad_input_is_a_422_that_names_the_field(client, url, body, field, words):
+    response = client.post(url, json=body)
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["detail"][0]["loc"] == ["body", field]
+    assert answer["message"].startswith(f"{field}: ") and words in answer["message"]
+
+
+def test_positions_out_of_range_are_a_422(client):
+    response = client.get("/api/explain/positions", params={"positions": 0})
+    assert response.status_code == 422 and response.json()["message"].startswith("positions: ")
+
+
+def test_scan_gives_metre_syllables_and_rhyme(client):
+    result = client.post("/api/scan", json={"text": HAFEZ}).json()
+    assert result["metre_id"] == 2 and "هزج" in result["name"]
+    assert len(result["hemistichs"]) == 2 and result["hemistichs"][0]["syllables"]
+    assert result["rhyme"]["qafiya"]
+
+
+def test_attention_weights_per_layer_and_head_are_causal_distributions(client, poetry):
+    tokens = client.post("/api/explain/tokens", json={"text": HAFEZ}).json()
+    assert tokens["fits"] and tokens["context_length"] == 64 and len(tokens["char_tokens"]) > len(tokens["ids"])
+    answer = client.post("/api/explain/attention", json={"text": HAFEZ}).json()
+    n = len(answer["tokens"])
+    assert answer["ids"] == tokens["ids"] and answer["layers"] == [0, 1]
+    weights = torch.tensor(answer["weights"])
+    assert weights.shape == (2, 2, n, n)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 2, n), atol=1e-3)
+    assert (weights.triu(diagonal=1) == 0).all()
+    one = client.post("/api/explain/attention", json={"text": HAFEZ, "layer": 1}).json()
+    assert one["layers"] == [1] and torch.allclose(torch.tensor(one["weights"][0]), weights[1])
+
+
+def test_positional_table_is_the_models_formula(client, poetry):
+    default = client.get("/api/explain/positions").json()
+    assert (default["positions"], default["dim"]) == (64, 32)
+    assert torch.allclose(torch.tensor(default["table"]), sinusoidal_table(64, 32), atol=1e-4)
+
+
+def test_page_script_and_font_are_served_offline(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'dir="rtl"' in page.text and 'lang="fa"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
+    for path in ("/static/app.js", "/static/app.css"):
+        response = client.get(path)
+        assert response.status_code == 200 and "https://" not in response.text
+    font = client.get("/fonts/Vazirmatn-Regular.woff2")
+    assert font.status_code == 200 and font.content[:4] == b"wOF2"
+
+
+@contextmanager
+def live_server(app):
+    """The app under uvicorn on a free loopback port, in a thread (TestClient cannot show
+    concurrency or a client hanging up: it runs each request to the end)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wait_for(predicate, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_full_server_answers_503_and_a_client_that_hangs_up_stops_its_poem(poetry):
+    app = create_app(poetry, workers=1, queue=0)  # one poem in flight at most
+    long_poem = {"couplets": 40, "seed": 5, "free": True}
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with http.stream("POST", "/api/generate", json=long_poem) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(lines) == "event: start"
+            assert next(line for line in lines if line.startswith("event: ")) == "event: text"
+            # The poem is being written in a worker thread; the event loop still answers at once.
+            started = time.perf_counter()
+            health = http.get("/healthz").json()
+            assert time.perf_counter() - started < 2.0
+            assert health["in_flight"] == 1 and health["limit"] == 1
+            busy = http.post("/api/generate", json={"couplets": 1, "free": True})
+            assert busy.status_code == 503
+            assert int(busy.headers["Retry-After"]) >= 1 and "retry" in busy.json()["message"]
+        # The stream is closed before the poem's end: the worker must notice and stop.
+        health = wait_for(lambda: (h := http.get("/healthz").json())["in_flight"] == 0 and h)
+        assert health["cancelled"] == 1 and health["served"] == 0 and health["refused"] == 1
+        assert http.post("/api/generate", json={"couplets": 1, "free": True}).status_code == 200
+        assert http.get("/healthz").json()["served"] == 1

@@ -1,0 +1,166 @@
+"""Constrained decoding: metre and rhyme kept word by word, with the shipped model and by hand."""
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from persian_poetry.checkpoint import load_model
+from persian_poetry.engine import Engine
+from persian_poetry.errors import PoetryError
+from persian_poetry.generate import PoemRequest, write_poem
+from persian_poetry.lexicon import build_lexicon, known_words, load_rhyme_lexicon, verse_words
+from persian_poetry.metres import MetreError, resolve_metre
+from persian_poetry.rhyme import rhyming_positions
+from persian_poetry.scansion import MetreTracker, scan_hemistich, syllable_counts
+from persian_poetry.verse import RhymeSpec, qafiya_of
+
+HAFEZ = "که عشق آسان نمود اول ولی افتاد مشکل‌ها"  # هزج مثمن سالم, Ganjoor metre 2
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    torch.set_num_threads(1)
+    return load_model()
+
+
+def test_the_tracker_follows_a_real_hemistich_word_by_word():
+    tracker = MetreTracker(2, max_cost=3.0)  # the cap generation uses
+    words = HAFEZ.split()
+    assert all(tracker.viable(words[:k]) for k in range(1, len(words) + 1))
+    assert tracker.complete(HAFEZ)
+    assert not tracker.complete(" ".join(words[:-1]))  # a word short of the metre
+    assert not tracker.viable(words + ["دل"])  # a syllable too many
+    assert not MetreTracker(2).viable(words + ["دل", "جان", "کار"])  # too many even with every licence
+    assert not MetreTracker(24).complete(HAFEZ)  # not a rubai line
+    assert scan_hemistich(HAFEZ).metre_id == 2
+
+
+def test_tracker_endings_and_syllable_counts():
+    tracker = MetreTracker(2, max_cost=3.0)
+    prefix = "که عشق آسان نمود اول ولی افتاد".split()
+    fits = tracker.endings(prefix, ["مشکل‌ها", "یار", "دلهای ما", "کار"])
+    assert fits == ["مشکل‌ها"]
+    assert syllable_counts("ما") == {1} and 3 in syllable_counts("مشکل‌ها")
+    assert all(tracker.room(n) >= 1 for n in tracker.nodes(prefix))
+
+
+@pytest.mark.parametrize("value,metre_id", [(7, 7), ("7", 7), ("رمل مثمن مخبون محذوف", 7),
+                                            ("فعلاتن فعلاتن فعلاتن فعلن", 7), ("هزج مثمن سالم", 2)])
+def test_metres_by_id_name_or_feet(value, metre_id):
+    assert resolve_metre(value).id == metre_id
+
+
+def test_unknown_and_ambiguous_metres_are_clear_errors():
+    with pytest.raises(MetreError, match="ambiguous"):
+        resolve_metre("رمل")
+    with pytest.raises(MetreError, match="unknown metre"):
+        resolve_metre("ثثث")
+
+
+def test_rhyme_spec_and_qafiya():
+    spec = RhymeSpec("ار", ("ما",))
+    assert spec.letters == "ارما"
+    assert spec.holds("به دست تو سپردم دل بی‌قرار ما")
+    assert not spec.holds("به دست تو سپردم دل بی‌قرار")
+    assert not spec.holds("به دست تو سپردم دل ما")
+    assert qafiya_of("یار") == "ار" and qafiya_of("جان") == "ان"
+
+
+def test_decoder_rewinds_to_the_same_logits_as_a_fresh_start(shipped):
+    engine = Engine(shipped.model)
+    prompt = shipped.tokenizer.encode("الا یا ایها الساقی")
+    decoder = engine.decoder(prompt, 1)
+    extra = shipped.tokenizer.encode(" ادر کاسا و ناولها")
+    for token in extra:
+        decoder.push(token)
+    decoder.rewind(len(prompt) + 2)
+    fresh = engine.decoder(prompt + extra[:2], 1)
+    assert decoder.history == fresh.history
+    assert torch.allclose(decoder.logits, fresh.logits, atol=1e-5)
+
+
+def test_decoder_rewinds_across_a_window_slide(tiny_model_dir):
+    poetry = load_model(tiny_model_dir)  # a 64-token context
+    engine = Engine(poetry.model)
+    tokens = poetry.tokenizer.encode("الا یا ایها الساقی ادر کاسا و ناولها که عشق آسان نمود اول ولی افتاد مشکل‌ها")
+    decoder = engine.decoder(tokens[:3], 3)
+    for token in tokens[3:]:
+        decoder.push(token)
+    assert len(decoder.history) > 64
+    decoder.rewind(len(tokens) - 40)
+    assert decoder.history == tokens[:len(tokens) - 40]
+    window = tokens[:3] + tokens[3:len(tokens) - 40][-((64 - 3) // 2):]
+    fresh = engine.decoder(window, 3)
+    assert torch.allclose(decoder.logits, fresh.logits, atol=1e-5)
+
+
+def _check_poem(poem, metre: int, spec: RhymeSpec, form: str):
+    hemistichs = [h for pair in poem.couplets for h in pair]
+    tracker = MetreTracker(metre, max_cost=3.0)
+    kept = [i for i in range(len(hemistichs)) if i not in poem.constraints["relaxed"]]
+    assert len(kept) >= len(hemistichs) - 1  # at most one hemistich may give up the metre
+    assert all(tracker.complete(hemistichs[i]) for i in kept)
+    assert all(spec.holds(hemistichs[i]) for i in rhyming_positions(len(hemistichs), form))
+    words = known_words()
+    for i in kept:
+        assert all(w in words for w in verse_words(hemistichs[i]))
+
+
+def test_a_ghazal_in_metre_and_rhyme(shipped):
+    poem = write_poem(shipped, PoemRequest(poet="hafez", form="ghazal", couplets=3, metre="رمل مثمن مخبون محذوف",
+                                           rhyme="ار", seed=1))
+    assert len(poem.couplets) == 3 and poem.metre == 7
+    assert "<|metre:7|><|rhyme|>ار<|body|>" in poem.header
+    _check_poem(poem, 7, RhymeSpec("ار"), "ghazal")
+
+
+def test_a_ghazal_with_a_radif(shipped):
+    poem = write_poem(shipped, PoemRequest(poet="saadi", form="ghazal", couplets=2, metre=2, rhyme="ان", radif="ما",
+                                           seed=2))
+    assert poem.rhyme == "انما" and poem.radif == "ما"
+    _check_poem(poem, 2, RhymeSpec("ان", ("ما",)), "ghazal")
+    assert all(h.endswith(" ما") for h in (poem.couplets[0][0], poem.couplets[0][1], poem.couplets[1][1]))
+
+
+def test_a_rubai_keeps_lines_one_two_and_four(shipped):
+    poem = write_poem(shipped, PoemRequest(poet="khayyam", form="rubai", rhyme="ان", seed=3))
+    assert poem.metre == 24 and len(poem.couplets) == 2
+    _check_poem(poem, 24, RhymeSpec("ان"), "rubai")
+
+
+def test_a_given_first_hemistich_is_continued(shipped):
+    poem = write_poem(shipped, PoemRequest(poet="hafez", form="ghazal", couplets=2, first=[HAFEZ], seed=4))
+    assert poem.couplets[0][0] == HAFEZ
+    assert poem.metre == 2  # read from the given hemistich
+    assert poem.constraints["qafiya"] == "ها"  # from its last word
+
+
+def test_the_free_path_stays_available(shipped):
+    poem = write_poem(shipped, PoemRequest(couplets=2, seed=5, free=True))
+    assert len(poem.couplets) == 2 and poem.constraints == {}
+
+
+def test_the_lexicon_is_built_from_the_train_split(tmp_path):
+    from persian_poetry.corpus import split_of
+
+    ids = [i for i in range(1, 400) if split_of(i) == "train"][:3]
+    records = [{"Id": pid, "Poet": "hafez", "PoemFormat": "Ghazal", "Metre": None, "RhymeLetters": None,
+                "Verses": [{"Position": "Right", "CoupletIndex": 0, "Text": "دل من به یار"},
+                           {"Position": "Left", "CoupletIndex": 0, "Text": "غم دل به کار"}]} for pid in ids]
+    data = tmp_path / "poems.jsonl.gz"
+    with gzip.open(data, "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    out = tmp_path / "lexicon.tsv.gz"
+    assert build_lexicon(data, out=out, progress=False) == 6  # دل, به ×6; یار, کار, من, غم ×3
+    words = known_words(out)
+    assert words["دل"] == 6 and words["یار"] == 3
+    assert set(load_rhyme_lexicon(out)) == {"یار", "کار", "به"}  # last two words of each hemistich
+
+
+def test_bad_constraint_requests(shipped):
+    with pytest.raises(PoetryError, match="rubai"):
+        write_poem(shipped, PoemRequest(form="rubai", metre=7))
+    with pytest.raises(PoetryError, match="ambiguous"):
+        write_poem(shipped, PoemRequest(metre="رمل"))
