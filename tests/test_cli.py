@@ -18,12 +18,12 @@ def test_help_lists_the_commands():
 
 
 def test_generate_streams_couplets_one_per_line(tiny_model_dir):
-    result = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1")
+    result = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1", "--free")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.rstrip("\n").split("\n")
     assert len(lines) == 4
     assert all("      " in line for line in lines)  # the gap between the two hemistichs
-    again = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1", "--json")
+    again = run_cli("generate", "--model", str(tiny_model_dir), "--couplets", "4", "--seed", "1", "--json", "--free")
     poem = json.loads(again.stdout)
     assert [f"{a}      {b}" for a, b in poem["couplets"]] == [line.strip() for line in lines]
 
@@ -49,3 +49,17 @@ def test_evaluate_json_and_train_tokenizer(tiny_model_dir, corpus_path, tmp_path
 
     tok = load_tokenizer(out)
     assert tok.kind == "bpe" and tok.vocab_size == 300 and "<|poet:hafez|>" in tok.special_tokens
+
+
+def test_generate_in_a_metre_and_rhyme_from_the_command_line():
+    result = run_cli("generate", "--metre", "رمل مثمن مخبون محذوف", "--rhyme", "ار", "--couplets", "2", "--seed", "1",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    poem = json.loads(result.stdout)
+    assert poem["metre"] == 7 and poem["rhyme"] == "ار" and len(poem["couplets"]) == 2
+    assert poem["constraints"]["qafiya"] == "ار"
+    listing = run_cli("generate", "--list-metres")
+    assert listing.returncode == 0 and "رمل مثمن مخبون محذوف" in listing.stdout
+    assert len(listing.stdout.splitlines()) > 20
+    ambiguous = run_cli("generate", "--metre", "رمل")
+    assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr and "Traceback" not in ambiguous.stderr

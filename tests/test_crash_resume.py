@@ -141,6 +141,7 @@ def test_training_survives_sigkill_and_resumes_bit_for_bit(tmp_path):
             assert steps[-1] > steps[-2], f"no progress before a {mode} kill: {steps}"
     assert mid_write >= 2, f"fewer than two kills landed while a checkpoint was written (steps {steps})"
     assert len(steps) >= 6 and steps[-1] < MAX_STEPS, f"the run ended before five kills: {steps}"
+    print(f"checkpoint step after each kill: {steps[1:]}; {mid_write} kills landed mid-write")
 
     # Resume to the end, untouched.
     final = subprocess.run(train_command(data, out), capture_output=True, text=True, timeout=120, env=ENV)

@@ -79,8 +79,10 @@ def test_poet_and_metre_classifiers_are_told_apart():
 def test_training_needs_the_offered_poets(tmp_path):
     # A corpus without any of the ten offered poets is refused with a one-line error.
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps(ganjoor_record(5, "bahar", ["بیا تا گل برافشانیم"] * 2)) + "\n", encoding="utf-8")
-    assert main(["train-poet-classifier", "--data", str(other), "--out", str(tmp_path / "x"), "--time-budget", "1"]) == 2
+    other.write_text(json.dumps(ganjoor_record(5, "bahar", ["بیا تا گل برافشانیم"] * 2)) + "\n",
+                     encoding="utf-8")
+    assert main(["train-poet-classifier", "--data", str(other), "--out", str(tmp_path / "x"),
+                 "--time-budget", "1"]) == 2
 
 
 def test_shipped_classifier_recognises_hafez():
@@ -90,4 +92,4 @@ def test_shipped_classifier_recognises_hafez():
     assert classifier.config.labels == list(OFFERED_POETS)
     assert json.loads((DEFAULT_POET_CLASSIFIER_DIR / "config.json").read_text())["training"]["test"]["poems"] > 200
     verdicts = [classify_poet(ghazal, classifier)[0] for ghazal in hafez_ghazals()[:20]]
-    assert verdicts.count("hafez") >= 15, verdicts
+    assert verdicts.count("hafez") >= 18, verdicts  # measured: 20 of 20 (469 of all 495)

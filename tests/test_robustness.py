@@ -153,18 +153,20 @@ def test_plain_text_without_persian_is_a_clear_error(tmp_path):
             read_plain_text(path)
 
 
+# JSON of any shape, and Ganjoor-like records whose every field may be of the wrong kind.
 JSON_VALUE = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(ANY_CHAR, max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=10)
+TEXT = st.sampled_from(GHAZALS[0]) | PERSIANISH | st.integers() | st.none()
 VERSE = st.fixed_dictionaries({"Position": st.sampled_from(["Right", "Left", "Single", "Paragraph", 3]),
-                               "Text": st.sampled_from(GHAZALS[0]) | PERSIANISH | st.integers() | st.none()}) | JSON_VALUE
+                               "Text": TEXT}) | JSON_VALUE
 METRE = st.none() | st.integers() | st.fixed_dictionaries({"Id": st.integers() | st.text(max_size=3)},
                                                           optional={"Rhythm": st.text(max_size=5)})
 POEM_RECORD = st.fixed_dictionaries(
-    {"Id": st.integers() | st.text(max_size=4), "Poet": st.sampled_from(["hafez", "saadi"]) | st.text(max_size=6)
-     | st.integers(), "Verses": st.lists(VERSE, min_size=1, max_size=4) | JSON_VALUE},
-    optional={"Metre": METRE,
-              "PoemFormat": st.text(max_size=8) | st.none(), "RhymeLetters": PERSIANISH | st.integers()})
+    {"Id": st.integers() | st.text(max_size=4),
+     "Poet": st.sampled_from(["hafez", "saadi"]) | st.text(max_size=6) | st.integers(),
+     "Verses": st.lists(VERSE, min_size=1, max_size=4) | JSON_VALUE},
+    optional={"Metre": METRE, "PoemFormat": st.text(max_size=8) | st.none(), "RhymeLetters": TEXT})
 
 
 @settings(max_examples=150, deadline=None)

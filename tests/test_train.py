@@ -99,3 +99,27 @@ def test_ddp_two_processes_end_with_identical_weights(corpus_path, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
     assert report["hardware"]["processes"] == 2
     assert report["tokens_seen"] == 8 * 4 * 32 * 2
+
+
+def test_notebook_text_with_a_bpe_tokenizer_is_scored_per_character(tmp_path):
+    """A BPE model on the notebook's text learns its merges from the train part only, and its
+    val loss is divided by characters, not tokens, so char and BPE runs compare."""
+    from conftest import hafez_ghazals
+
+    from persian_poetry.corpus import read_plain_text
+    from persian_poetry.dataset import split_plain_text
+    from persian_poetry.tokenizer import train_tokenizer
+
+    text = "\n".join(h for g in hafez_ghazals()[:60] for h in g) + "\nزززززز ققققققق"  # only in the val part
+    path = tmp_path / "seed.txt"
+    path.write_text(text, encoding="utf-8")
+    tokenizer = train_tokenizer(path, "bpe", 400, progress=False)
+    assert all("زززز" not in tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size))
+    normalized = read_plain_text(path)
+    splits = split_plain_text(normalized, tokenizer)
+    val_chars = len(normalized) - int(len(normalized) * 0.9)
+    assert splits["val"].n_chars == val_chars and len(splits["val"].tokens) < val_chars
+    tokenizer.save(tmp_path / "tok.json")
+    config = tiny_config(path, tmp_path / "run", tokenizer=str(tmp_path / "tok.json"), max_steps=4, eval_interval=100)
+    report = train(config, command_line=["test"])
+    assert report["final_val"]["characters"] == val_chars

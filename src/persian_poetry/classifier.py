@@ -14,6 +14,7 @@ cheap on a CPU. The metre classifier has none (`words=0`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -72,7 +73,7 @@ def encode_words(texts: list[str], buckets: int, drop: str = "") -> torch.Tensor
     rows = []
     for text in clean_hemistichs(texts, drop):
         words = text.split()
-        features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
         rows.append([zlib.crc32(f.encode()) % buckets + 1 for f in features] or [PAD])
     return _padded(rows)
 
@@ -110,7 +111,8 @@ class MetreClassifier(nn.Module):
     def probabilities(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
         """(N, labels) probabilities for hemistichs (labels in `config.labels` order)."""
         self.eval()
-        parts = [F.softmax(self(*self.encode(texts[i:i + batch_size])), dim=-1) for i in range(0, len(texts), batch_size)]
+        parts = [F.softmax(self(*self.encode(texts[i:i + batch_size])), dim=-1)
+                 for i in range(0, len(texts), batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, len(self.config.labels))
 
 

@@ -141,7 +141,8 @@ def split_plain_text(text: str, tokenizer, train_fraction: float = 0.9) -> dict[
     out = {}
     for name, part in (("train", text[:cut]), ("val", text[cut:])):
         ids = np.asarray(tokenizer.encode(part), dtype=np.uint16)
-        out[name] = EncodedSplit(ids, np.array([[0, 0, len(ids), len(part)]], dtype=np.int64))
+        chars = len(tokenizer.decode(ids.tolist()))  # the characters scored: the text as normalized
+        out[name] = EncodedSplit(ids, np.array([[0, 0, len(ids), chars]], dtype=np.int64))
     return out
 
 

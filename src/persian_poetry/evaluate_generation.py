@@ -44,6 +44,7 @@ from .verse import MAX_READING_COST, RhymeSpec
 
 FORMS = ("ghazal", "rubai", "masnavi", "qasida")
 RUBAI_METRE = 24
+REFERENCE_POEMS = 200  # real test-split poems the metre judges are also run on
 WINDOW = 12  # characters per hashed window when looking for runs shared with the corpus
 
 
@@ -55,6 +56,7 @@ class TrainText:
     text: str
     hashes: np.ndarray  # sorted hashes of every WINDOW-character window of `text`
     rhymes: dict[tuple[str, int], list[tuple[str, tuple[str, ...]]]]  # (form, metre) -> (qafiya, radif)
+    reference: list = field(default_factory=list)  # real test-split poems (corpus.Poem) with a metre label
 
 
 def _window_hashes(text: str) -> np.ndarray:
@@ -71,8 +73,11 @@ def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = Tr
     hemistichs: set[str] = set()
     parts: list[str] = []
     rhymes: dict[tuple[str, int], list[tuple[str, tuple[str, ...]]]] = {}
+    reference = []
     for poem in tqdm(read_jsonl(data, list(poets)), desc="reading the train split", unit=" poems",
                      disable=not progress, mininterval=2):
+        if poem.split == "test" and poem.metre is not None and poem.form in FORMS and len(reference) < REFERENCE_POEMS:
+            reference.append(poem)
         if poem.split != "train":
             continue
         hemistichs.update(poem.hemistichs)
@@ -83,7 +88,7 @@ def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = Tr
                 rhymes.setdefault((poem.form, poem.metre), []).append((found.qafiya, found.radif))
     text = "\n".join(parts)
     hashes = np.unique(_window_hashes(text))
-    return TrainText(hemistichs, text, hashes, rhymes)
+    return TrainText(hemistichs, text, hashes, rhymes, reference)
 
 
 def longest_shared_run(hemistich: str, train: TrainText) -> int:
@@ -91,7 +96,7 @@ def longest_shared_run(hemistich: str, train: TrainText) -> int:
     WINDOW characters or more is). Runs of consecutive shared windows bound the candidates; each
     is checked in the text itself and shrunk (binary search from either end) until it is there."""
     h = _window_hashes(hemistich)
-    if len(h) == 0:
+    if len(h) == 0 or len(train.hashes) == 0:
         return 0
     idx = np.minimum(np.searchsorted(train.hashes, h), len(train.hashes) - 1)
     shared = train.hashes[idx] == h
@@ -210,7 +215,21 @@ def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = Fal
         if classifier is not None and request.poet in OFFERED_POETS:
             score.poet_predicted = classify_poet([h for c in poem.couplets for h in c], classifier)[0]
         scores.append(score)
-    return summarize(scores, free, metres)
+    report = summarize(scores, free, metres)
+    report["real_poems_reference"] = judge_real_poems(train.reference)
+    return report
+
+
+def judge_real_poems(poems: list) -> dict:
+    """What the metre judges say of real test-split poems, under their Ganjoor metre label."""
+    hemistichs = ok = top = 0
+    for poem in poems:
+        tracker = MetreTracker(poem.metre, max_cost=MAX_READING_COST)
+        hemistichs += len(poem.hemistichs)
+        ok += sum(tracker.complete(h) for h in poem.hemistichs)
+        top += sum(scan_hemistich(h, align=False).metre_id == poem.metre for h in poem.hemistichs)
+    return {"poems": len(poems), "hemistichs": hemistichs,
+            "metre_share": round(ok / max(1, hemistichs), 4), "metre_top_share": round(top / max(1, hemistichs), 4)}
 
 
 def summarize(scores: list[PoemScore], free: bool, metres: list[int]) -> dict:

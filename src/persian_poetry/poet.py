@@ -49,7 +49,8 @@ def poet_hemistichs(data: str | Path, splits: tuple[str, ...] = ("train", "val",
     return out
 
 
-def poem_log_probs(classifier: MetreClassifier, texts: list[str], poem_of: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def poem_log_probs(classifier: MetreClassifier, texts: list[str],
+                   poem_of: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(hemistich log-probabilities (N, P), poem scores (poems, P)): each poem's mean hemistich
     log-probability, renormalized (a log-distribution over the poets)."""
     log_probs = classifier.probabilities(texts).clamp(min=1e-9).log()
@@ -108,8 +109,8 @@ def train_poet_classifier(data: str | Path, out_dir: str | Path, time_budget: fl
     (mean over poets), score it on the val and test splits, and write it with that report to out_dir.
 
     The defaults were chosen on the val split in 200-second runs on one CPU thread: a GRU half the
-    metre classifier's width and small batches give more steps in the time; the bag of words
-    lifted val poem accuracy from 53% to 79%."""
+    metre classifier's width and batches of 64 give more steps in the time, and the bag of words
+    (zero-initialised, 10x the learning rate) lifted val poem accuracy from 53% to 79%."""
     splits = poet_hemistichs(data)
     texts, poets, _ = splits["train"]
     present = [p for p in OFFERED_POETS if p in set(poets)]

@@ -24,6 +24,14 @@ queue. At most `workers + queue` poems are in flight; past that the answer is 50
 Retry-After, rather than a pile-up that makes everyone wait. When a client goes away, Starlette
 cancels its stream; the stream raises a flag that the poem's next event sees, and the worker
 stops writing.
+
+Hostile input is refused before it costs anything: the server listens on 127.0.0.1 unless told
+otherwise; a request body over MAX_BODY_BYTES is answered 413 before any of it is parsed (a
+declared Content-Length at once, a chunked body as soon as it passes the limit); request bodies
+are checked strictly against the schema (no `false` for an integer, no "3" for a number); and
+only the package's own static/ and fonts/ files are served (Starlette refuses paths that leave
+them, "../" or "%2e%2e" alike). tests/test_server_security.py tries each of these, and
+tests/test_schemathesis.py fuzzes the whole API against its OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -40,14 +48,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .checkpoint import PoetryModel
 from .errors import PoetryError
@@ -58,6 +68,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 FONTS_DIR = Path(__file__).parent / "fonts"
 MAX_TEXT_CHARS = 4000  # the longest text /api/scan and /api/explain/* accept (a long qasida)
 MAX_CONTROL_CHARS = 120  # poet, form, metre name, rhyme, radif
+# The largest request body accepted. The longest valid body is a MAX_TEXT_CHARS text whose every
+# character is written as a JSON surrogate-pair escape (12 bytes): 48,000 bytes and change.
+MAX_BODY_BYTES = 64 * 1024
+MAX_TABLE_SIDE = 1024  # /api/explain/positions: at most 1024 x 1024 values (about 8 MB of JSON)
 FORM_NAMES = {"ghazal": "غزل", "rubai": "رباعی", "dobeyti": "دوبیتی", "masnavi": "مثنوی", "qasida": "قصیده",
               "qete": "قطعه"}
 POET_NAMES: dict[str, str] = json.loads((STATIC_DIR / "poets.json").read_text(encoding="utf-8"))
@@ -72,10 +86,14 @@ log = logging.getLogger("persian_poetry.server")
 class GenerateIn(BaseModel):
     """What to write. Unset fields take the library's defaults (`PoemRequest`)."""
 
+    # Strict: a body is read as its schema says, so `true` is not a number and "3" not an integer.
+    model_config = ConfigDict(strict=True)
+
     poet: str = Field("hafez", max_length=MAX_CONTROL_CHARS, description="poet slug, one of /api/options poets")
     form: str = Field("ghazal", max_length=MAX_CONTROL_CHARS, description="form slug, one of /api/options forms")
     couplets: int | None = Field(None, ge=1, le=MAX_COUPLETS, description="number of couplets; null: the form's usual")
-    metre: int | str | None = Field(None, description="Ganjoor metre id, name or feet; null: the model chooses")
+    metre: int | Annotated[str, StringConstraints(max_length=MAX_CONTROL_CHARS)] | None = Field(
+        None, description="Ganjoor metre id, name or feet; null: the model chooses")
     rhyme: str | None = Field(None, max_length=MAX_CONTROL_CHARS, description="rhyme letters (qafiya); null: chosen")
     radif: str | None = Field(None, max_length=MAX_CONTROL_CHARS, description="refrain after the rhyme (needs rhyme)")
     free: bool = Field(False, description="no metre or rhyme constraints while decoding: the model alone, "
@@ -88,6 +106,8 @@ class GenerateIn(BaseModel):
 
 
 class TextIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # as GenerateIn
+
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS,
                       description=f"Persian verse, one hemistich a line; at most {MAX_TEXT_CHARS} characters")
 
@@ -157,6 +177,67 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     errors = jsonable_encoder(exc.errors())
     line = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
     return JSONResponse({"detail": errors, "message": line}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI answers a body it cannot decode (not UTF-8) with a bare 400; bad input here is a 422
+    like any other. Everything else (404, 405) keeps FastAPI's answer."""
+    if exc.status_code == 400:
+        return _invalid(None, f"the request body is not JSON in UTF-8 ({exc.detail})")
+    return await http_exception_handler(request, exc)
+
+
+class ErrorOut(BaseModel):
+    detail: list[dict[str, Any]]
+    message: str = Field(description="one readable line")
+
+
+TOO_LARGE = {413: {"model": ErrorOut, "description": f"the request body is over {MAX_BODY_BYTES} bytes"}}
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `limit` bytes with a 413 before the app parses
+    any of it. A declared Content-Length over the limit is refused unread; a body without one
+    (chunked) is read only until it passes the limit. A body within the limit is handed on whole
+    (it is small), and after it the app hears the client's own messages (a disconnect, say)."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client has gone: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        message = f"the request body is over the limit of {self.limit} bytes"
+        response = JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "msg": message}],
+                                 "message": f"body: {message}"},
+                                status_code=413, headers={"Connection": "close"})  # the rest is not read
+        await response(scope, receive, send)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +412,8 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
                   description="Write classical Persian poems with a GPT trained from scratch, scan their metre "
                               "and rhyme, and look inside the model. Offline.")
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.state.poetry, app.state.generations = poetry, generations
 
     @app.get("/", include_in_schema=False)
@@ -351,7 +434,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
                                "description": "events: start {seed}; text {text} as it is written; hemi, beyt "
                                               "and end {hemistich, scan} after each hemistich; poem {poem, "
                                               "prosody} at the end (or error {message})"},
-                         422: {"description": "bad input; `message` names the field"},
+                         422: {"description": "bad input; `message` names the field"}, **TOO_LARGE,
                          503: {"description": "too many poems in flight; retry after Retry-After seconds"}})
     async def generate(body: GenerateIn):
         values = body.model_dump()
@@ -372,7 +455,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
         return StreamingResponse(generations.start(request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/api/scan", summary="metre, syllables and rhyme of a text")
+    @app.post("/api/scan", summary="metre, syllables and rhyme of a text", responses=TOO_LARGE)
     def post_scan(body: ScanIn) -> dict:
         from .prosody import scan
 
@@ -382,13 +465,14 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
             return _invalid("text", "no Persian verse to scan")
         return result.to_dict()
 
-    @app.post("/api/explain/tokens", summary="the text as the model's tokens, against the token limit")
+    @app.post("/api/explain/tokens", summary="the text as the model's tokens, against the token limit",
+              responses=TOO_LARGE)
     def explain_tokens(body: TextIn) -> dict:
         from .explain import tokenize_text
 
         return tokenize_text(poetry, body.text).to_dict()
 
-    @app.post("/api/explain/attention", response_model=AttentionOut,
+    @app.post("/api/explain/attention", response_model=AttentionOut, responses=TOO_LARGE,
               summary="attention weights over a text, per layer and head")
     def explain_attention(body: AttentionIn):
         from .explain import attention_trace
@@ -407,8 +491,9 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
 
     @app.get("/api/explain/positions", summary="the sinusoidal positional-encoding table (unscaled)")
     def explain_positions(
-            positions: int | None = Query(None, ge=1, le=4096, description="rows; default: the context length"),
-            dim: int | None = Query(None, ge=1, le=4096, description="columns; default: the model's width")) -> dict:
+            positions: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE, description="rows; default: context length"),
+            dim: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE, description="columns; default: the model's width"),
+    ) -> dict:
         from .explain import positional_table
 
         positions = positions or poetry.config.context_length
@@ -423,7 +508,10 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
 
 def serve(poetry: PoetryModel | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
           queue: int = 6) -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn until interrupted. It listens on 127.0.0.1 (this machine only)
+    unless another host is asked for."""
     import uvicorn
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this address can use the server", host)
     uvicorn.run(create_app(poetry, workers=workers, queue=queue), host=host, port=port, log_level="info")

@@ -4,6 +4,10 @@ AdamW with warm-up and cosine decay (over steps, or over the time budget when th
 gradient clipping, bf16 autocast on CUDA, validation bits/char at intervals, atomic checkpoints
 with optimizer and RNG state for `--resume`, and DistributedDataParallel when started by
 `torchrun` (gloo on CPU, NCCL on CUDA).
+
+A run may be killed (`kill -9`) at any moment: the last checkpoint stays whole, and `--resume`
+from it continues exactly (bit for bit on CPU) as the run would have, as long as the schedule is
+by steps; a time budget makes the schedule depend on the clock. tests/test_crash_resume.py kills.
 """
 
 from __future__ import annotations

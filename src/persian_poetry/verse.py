@@ -188,7 +188,7 @@ class VerseWriter:
             return None
         return sample(logits.float().masked_fill(~mask, float("-inf")), self.sampling, self.generator)
 
-    def write(self, separator: int, rhyme: RhymeSpec | None, on_token=None) -> HemistichResult:
+    def write(self, separator: int, rhyme: RhymeSpec | None) -> HemistichResult:
         """Write one hemistich and push its separator; the decoder ends after the separator."""
         start = self._start = len(self.decoder.history)
         result = HemistichResult("")
