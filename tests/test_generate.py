@@ -85,6 +85,9 @@ def test_constraints_that_cannot_be_met_still_give_the_exact_form(poetry):
     (dict(form="rubai", metre=3), "a rubai is written in the rubai metre"),
     (dict(metre="no such metre"), "unknown metre 'no such metre'"),
     (dict(first=["x"] * 14), "first: give 1 to 13"),
+    (dict(seed=-1), "seed must be between 0"),
+    (dict(seed=2**64), "seed must be between 0"),
+    (dict(rhyme="ار" * 100, metre=3), "at most 60"),
 ])
 def test_bad_requests_are_clear_errors(poetry, request_kwargs, message):
     with pytest.raises(PoetryError, match=message.replace("(", r"\(")):

@@ -33,6 +33,7 @@ VOWEL_MARKS = DIACRITICS.replace("\u0654", "")
 FORM_COUPLETS: dict[str, int] = {"ghazal": 7, "rubai": 2, "dobeyti": 2, "masnavi": 10, "qasida": 15, "qete": 4}
 MAX_COUPLETS = 40
 MAX_HEMISTICH_CHARS = 80
+MAX_RHYME_INPUT = 60  # characters of --rhyme or --radif
 GAP = " " * 6  # between the two hemistichs of a couplet on one line
 # The body is prompted as header + <|beyt|>: training windows that start inside a poem put the
 # header right before mid-hemistich text, so after <|body|> alone the model expects the middle of
@@ -113,8 +114,12 @@ def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, in
     couplets = request.couplets if request.couplets is not None else FORM_COUPLETS[request.form]
     if not 1 <= couplets <= MAX_COUPLETS:
         raise PoetryError(f"couplets must be between 1 and {MAX_COUPLETS}, got {couplets}")
+    if request.seed is not None and not 0 <= request.seed < 2**63:
+        raise PoetryError(f"seed must be between 0 and 2**63 - 1, got {request.seed}")
     for name in ("rhyme", "radif"):
         value = getattr(request, name)
+        if value is not None and len(value) > MAX_RHYME_INPUT:
+            raise PoetryError(f"{name} is {len(value)} characters long; at most {MAX_RHYME_INPUT}")
         if value is not None and not rhyme_key(value):
             raise PoetryError(f"{name} {value!r} holds no Persian letters")
     if request.free and request.rhyme is not None and request.metre is None:

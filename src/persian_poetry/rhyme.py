@@ -89,6 +89,11 @@ def rhyme_key(text: str | None) -> str:
     return "".join(_words(text))
 
 
+def word_key(word: str) -> str:
+    """`rhyme_key` of one word already written as letters and ZWNJ only (a lexicon word), fast."""
+    return word.replace(ZWNJ, "").translate(_SPELLING).replace("لله", "للاه")
+
+
 @dataclass(frozen=True)
 class _Line:
     """One rhyming hemistich as the analysis sees it."""

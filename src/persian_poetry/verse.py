@@ -29,7 +29,7 @@ import torch
 
 from .engine import Decoder, Sampling, sample
 from .lexicon import known_words, load_rhyme_lexicon, verse_words
-from .rhyme import Rhyme, rhyme_key, rhymes_with
+from .rhyme import Rhyme, rhyme_key, rhymes_with, word_key
 from .scansion import MetreTracker, syllable_counts
 from .text import PERSIAN_LETTERS, ZWNJ
 
@@ -66,23 +66,33 @@ class RhymeSpec:
 def qafiya_of(word: str) -> str:
     """The rhyme letters a word offers: from its last long vowel letter (within its last three
     letters) to its end, at least two letters: یار → ار، جان → ان، دل → دل."""
-    letters = rhyme_key(word)
+    return _qafiya_of_key(rhyme_key(word))
+
+
+def _qafiya_of_key(letters: str) -> str:
     for k in range(len(letters) - 2, max(len(letters) - 4, 0) - 1, -1):
         if k > 0 and letters[k] in LONG_VOWELS:
             return letters[k:]
     return letters[-2:]
 
 
-def common_qafiyas(top: int = 40, min_words: int = 60) -> list[str]:
+@lru_cache(maxsize=1)
+def _rhyme_index() -> tuple[tuple[str, str, int], ...]:
+    """(word, its rhyme letters, how often it ends a hemistich) for the rhyme lexicon, commonest first."""
+    return tuple((w, word_key(w), n) for w, n in load_rhyme_lexicon().items())
+
+
+@lru_cache(maxsize=4)
+def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
     """Qafiyas with many rhyme words in the lexicon, commonest first (for poems that name none)."""
     counts: dict[str, int] = {}
     words: dict[str, int] = {}
-    for word, count in load_rhyme_lexicon().items():
-        q = qafiya_of(word)
+    for _, key, count in _rhyme_index():
+        q = _qafiya_of_key(key)
         counts[q] = counts.get(q, 0) + count
         words[q] = words.get(q, 0) + 1
     ranked = sorted((q for q in counts if words[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
-    return ranked[:top]
+    return tuple(ranked[:top])
 
 
 def choose_qafiya(seed: int) -> str:
@@ -351,14 +361,8 @@ def _radif_syllables(rhyme: RhymeSpec) -> int:
     return min(syllable_counts(" ".join(rhyme.radif)), default=0)
 
 
-_ENDING_INDEX: dict[str, list[str]] = {}
-
-
-def _words_ending(qafiya: str) -> list[str]:
-    """Lexicon words whose rhyme letters end with `qafiya`, most frequent first (cached)."""
-    found = _ENDING_INDEX.get(qafiya)
-    if found is None:
-        found = [w for w, n in load_rhyme_lexicon().items()
-                 if n >= MIN_RHYME_COUNT and rhyme_key(w).endswith(qafiya) and rhyme_key(w) != qafiya]
-        _ENDING_INDEX[qafiya] = found
-    return found
+@lru_cache(maxsize=256)
+def _words_ending(qafiya: str) -> tuple[str, ...]:
+    """Rhyme-lexicon words whose rhyme letters end with `qafiya` (and are more than it), commonest first."""
+    return tuple(w for w, key, n in _rhyme_index()
+                 if n >= MIN_RHYME_COUNT and key.endswith(qafiya) and key != qafiya)
