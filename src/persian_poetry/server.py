@@ -180,10 +180,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """FastAPI answers a body it cannot decode (not UTF-8) with a bare 400; bad input here is a 422
-    like any other. Everything else (404, 405) keeps FastAPI's answer."""
+    """FastAPI answers a body it cannot decode (not UTF-8, or JSON nested too deep for Python's
+    parser) with a bare 400; bad input here is a 422 like any other. Everything else (404, 405)
+    keeps FastAPI's answer."""
     if exc.status_code == 400:
-        return _invalid(None, f"the request body is not JSON in UTF-8 ({exc.detail})")
+        return _invalid(None, "the request body is not readable JSON (not UTF-8, or nested too deeply)")
     return await http_exception_handler(request, exc)
 
 
@@ -275,11 +276,20 @@ class Generations:
         if workers < 1 or queue < 0:
             raise ValueError(f"need workers >= 1 and queue >= 0, got {workers} and {queue}")
         self.poetry, self.workers, self.limit = poetry, workers, workers + queue
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="poem", initializer=_one_thread)
+        self.pool = self._new_pool()
         self.lock = threading.Lock()
         self.in_flight = 0
         self.counts = {"served": 0, "cancelled": 0, "failed": 0, "refused": 0}
         self.mean_seconds = 5.0  # running mean of a poem's time, for Retry-After
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="poem", initializer=_one_thread)
+
+    def close(self) -> None:
+        """Stop the poems in hand; a fresh (idle: threads start on demand) pool takes their place,
+        so an app whose lifespan starts again (a second test client, say) still writes poems."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
 
     def try_acquire(self) -> bool:
         with self.lock:
@@ -406,7 +416,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        generations.pool.shutdown(wait=False, cancel_futures=True)
+        generations.close()
 
     app = FastAPI(title="Persian Poetry GPT", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Write classical Persian poems with a GPT trained from scratch, scan their metre "

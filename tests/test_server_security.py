@@ -1,0 +1,272 @@
+"""The server against hostile clients: it listens on this machine only unless told otherwise, a
+request body over the limit is refused (declared or streamed in chunks) before it is read, bodies
+are read strictly by their schema, and nothing outside the package's static/ and fonts/ is ever
+served, however the path is spelled.
+
+The traversal and chunked-body tests talk raw HTTP to a real uvicorn over loopback: an HTTP client
+library would tidy "/static/../server.py" into "/server.py" before sending it, and the test
+client has no sockets. A tiny untrained GPT stands in for the model, as in tests/test_server.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from persian_poetry import server as server_module
+from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
+from persian_poetry.cli import build_parser, main
+from persian_poetry.controls import Controls
+from persian_poetry.model import GPT, GPTConfig
+from persian_poetry.server import MAX_BODY_BYTES, MAX_TABLE_SIDE, MAX_TEXT_CHARS, create_app, serve
+from persian_poetry.tokenizer import load_tokenizer
+
+HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
+SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
+
+
+@pytest.fixture(scope="module")
+def poetry() -> PoetryModel:
+    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    metres = {int(k): v for k, v in config["metres"].items()}
+    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+
+
+@pytest.fixture(scope="module")
+def client(poetry) -> TestClient:
+    with TestClient(create_app(poetry)) as c:
+        yield c
+
+
+@contextmanager
+def live_server(app):
+    """The app under uvicorn on a free loopback port, in a thread; yields the port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def port(poetry):
+    with live_server(create_app(poetry)) as p:
+        yield p
+
+
+def raw_http(port: int, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send bytes exactly as given (head's lines joined with CRLF), read the answer until the
+    server closes; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    return raw_http(port, f"GET {path} HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Listening
+
+
+def test_serve_listens_on_loopback_unless_told_otherwise(monkeypatch, poetry, capsys, caplog):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setattr("persian_poetry.checkpoint.load_model", lambda *a, **k: poetry)
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert main(["serve"]) == 0  # `persian-poetry serve`, as a user types it
+    assert calls[-1]["host"] == "127.0.0.1" and "http://127.0.0.1:8000/" in capsys.readouterr().err
+    serve(poetry)
+    assert calls[-1]["host"] == "127.0.0.1"
+    with caplog.at_level(logging.WARNING, logger="persian_poetry.server"):
+        serve(poetry, host="0.0.0.0")
+    assert calls[-1]["host"] == "0.0.0.0" and "anyone who can reach" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies
+
+
+def test_a_body_over_the_limit_is_a_413_that_says_so(client):
+    body = json.dumps({"text": "ا" * MAX_BODY_BYTES}).encode()
+    for url in ("/api/scan", "/api/generate", "/api/explain/tokens", "/api/explain/attention"):
+        response = client.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 413, url
+        assert response.json()["message"] == f"body: the request body is over the limit of {MAX_BODY_BYTES} bytes"
+        assert response.json()["detail"][0]["loc"] == ["body"]
+    # A body of exactly the limit is read (and refused for what it says, not for its size); one
+    # byte more is not.
+    exact = b'{"text": "' + b"a" * (MAX_BODY_BYTES - 12) + b'"}'
+    assert len(exact) == MAX_BODY_BYTES
+    response = client.post("/api/scan", content=exact, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "at most" in response.json()["message"]
+    response = client.post("/api/scan", content=exact + b" ", headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_the_longest_valid_body_fits_under_the_limit(client):
+    # Every character a JSON surrogate-pair escape (12 bytes): the largest body the schema allows.
+    body = json.dumps({"text": "\U0001F339" * MAX_TEXT_CHARS}).encode()
+    assert MAX_BODY_BYTES - 1024 > len(body) > 12 * MAX_TEXT_CHARS
+    response = client.post("/api/explain/tokens", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+
+
+def test_the_limit_is_in_the_schema(client):
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/generate", "/api/scan", "/api/explain/tokens", "/api/explain/attention"):
+        assert str(MAX_BODY_BYTES) in schema["paths"][path]["post"]["responses"]["413"]["description"]
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(port):
+    # Ten gigabytes announced, none sent: the answer comes at once, without waiting for them.
+    started = time.perf_counter()
+    status, body = raw_http(port, "POST /api/scan HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+                                  "Content-Length: 10000000000\n")
+    assert status == 413 and b"over the limit" in body
+    assert time.perf_counter() - started < 5
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(port):
+    # No Content-Length: chunks of 16 KiB, stopped (unfinished) just past the limit. The server
+    # must answer 413 now rather than read on, and stay up for the next client.
+    chunk = b"a" * 16384
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY_BYTES // len(chunk) + 1))
+    status, body = raw_http(port, "POST /api/scan HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+                                  "Transfer-Encoding: chunked\n", chunks)
+    assert status == 413 and json.loads(body)["message"].endswith(f"over the limit of {MAX_BODY_BYTES} bytes")
+    # A chunked body within the limit is read whole, as if it had come in one piece.
+    text = json.dumps({"text": HAFEZ}).encode()
+    pieces = [text[:7], text[7:50], text[50:]]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    status, body = raw_http(port, "POST /api/scan HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+                                  "Transfer-Encoding: chunked\nConnection: close\n", chunks)
+    assert status == 200 and json.loads(body)["metre_id"] == 2
+
+
+@pytest.mark.parametrize("body,words", [
+    (b'{"text": "\xff\xfe"}', "not readable JSON"),  # not UTF-8
+    (b"[" * 30000 + b"]" * 30000, "not readable JSON"),  # nested too deep for Python's parser
+    (b'{"text": "abc', "JSON decode error"),
+])
+def test_an_unreadable_body_is_a_422(client, body, words):
+    response = client.post("/api/scan", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and words in response.json()["message"]
+
+
+@pytest.mark.parametrize("url,body,field", [
+    ("/api/explain/attention", {"text": HAFEZ, "layer": False}, "layer"),  # a boolean is not a layer
+    ("/api/generate", {"couplets": "2"}, "couplets"),  # a string is not a number
+    ("/api/generate", {"free": 1}, "free"),
+    ("/api/generate", {"metre": "م" * 121}, "metre"),
+    ("/api/scan", {"text": ["a", "b"]}, "text"),
+])
+def test_bodies_are_read_strictly_by_their_schema(client, url, body, field):
+    response = client.post(url, json=body)
+    assert response.status_code == 422 and response.json()["message"].startswith(f"{field}")
+
+
+def test_a_number_may_still_be_written_without_a_point(client):
+    response = client.post("/api/generate", json={"couplets": 1, "temperature": 1, "top_p": 1, "free": True})
+    assert response.status_code == 200 and "event: poem" in response.text
+
+
+def test_the_positional_table_is_bounded(client):
+    response = client.get("/api/explain/positions", params={"positions": MAX_TABLE_SIDE + 1, "dim": 8})
+    assert response.status_code == 422 and response.json()["message"].startswith("positions: ")
+    response = client.get("/api/explain/positions", params={"positions": 8, "dim": MAX_TABLE_SIDE + 1})
+    assert response.status_code == 422 and response.json()["message"].startswith("dim: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Static files
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../server.py",
+    "/static/../../persian_poetry/server.py",
+    "/static/%2e%2e/server.py",
+    "/static/%2E%2E/server.py",
+    "/static/..%2fserver.py",
+    "/static/%2e%2e%2fserver.py",
+    "/static/%252e%252e/server.py",  # encoded twice
+    "/static/..\\server.py",
+    "/static/..%5cserver.py",
+    "/fonts/..%2f..%2fpersian_poetry/server.py",
+    "/fonts/..%2fserver.py",
+    "/fonts/../static/app.js",  # a file of ours, but not under /fonts
+    "/static//etc/passwd",
+    "/static/%2fetc%2fpasswd",
+    "/static/../../../../../../../../etc/passwd",
+    "/fonts/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "//etc/passwd",
+    "/server.py",
+    "/static/",
+    "/static/%00app.js",
+])
+def test_path_traversal_finds_nothing(port, path):
+    status, body = get(port, path)
+    assert status in (400, 404, 405), (path, status)
+    assert SERVER_SOURCE.encode() not in body and b"root:" not in body and b"console.log" not in body
+
+
+def test_the_raw_client_does_reach_our_own_files(port):
+    # The control for the test above: the same requests, to files that are ours, succeed.
+    status, body = get(port, "/static/app.js")
+    assert status == 200 and b"fetch(" in body
+    status, body = get(port, "/fonts/Vazirmatn-Regular.woff2")
+    assert status == 200 and body[:4] == b"wOF2"
+
+
+def test_a_symlink_planted_in_static_is_not_followed(tmp_path, monkeypatch, poetry):
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<html></html>", encoding="utf-8")
+    (static / "ok.js").write_text("ours", encoding="utf-8")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web", encoding="utf-8")
+    (static / "leak.txt").symlink_to(secret)
+    monkeypatch.setattr(server_module, "STATIC_DIR", static)
+    with TestClient(create_app(poetry)) as c:
+        assert c.get("/static/ok.js").text == "ours"
+        leak = c.get("/static/leak.txt")
+        assert leak.status_code == 404 and "not for the web" not in leak.text
+
+
+def test_an_app_started_twice_still_writes_poems(poetry):
+    # Stopping the app stops its poem-writing threads; starting it again (a second test client,
+    # a server restarted in the same process) must bring them back, not answer with an error.
+    app = create_app(poetry)
+    for _ in range(2):
+        with TestClient(app) as c:
+            response = c.post("/api/generate", json={"couplets": 1, "seed": 1, "free": True})
+            assert response.status_code == 200 and "event: poem" in response.text
