@@ -304,3 +304,15 @@ def test_cli_errors_are_one_line(capsys, argv):
     assert main(["explain", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("persian-poetry explain: error:") and err.count("\n") == 1
+
+
+def test_the_seeds_tables_give_the_recomputed_output_for_the():
+    # By hand: weights softmax(1, 1, 2, 0), values of the seed's head 1 (The, Cat, Sat, Mat).
+    e = [math.exp(x) for x in (1, 1, 2, 0)]
+    w = [x / sum(e) for x in e]
+    values = [(1, 0, 0, 1), (0, 2, 0, 0), (0, 0, 3, 0), (4, 0, 0, 0)]
+    want = [sum(w[j] * values[j][c] for j in range(4)) for c in range(4)]
+    assert want == pytest.approx([0.486, 0.393, 1.603, 0.197], abs=1e-3)  # ../shared/REFERENCE.md
+    assert explain.attention_example().heads[0].outputs[0] == pytest.approx(want)
+    text = explain.attention_example().text()
+    assert "the seed prints [0.64, 0.48, 1.56, 0.24]" in text and "assumes" in text

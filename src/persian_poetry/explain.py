@@ -167,22 +167,24 @@ def positional_example() -> PositionalExample:
 # ---------------------------------------------------------------------------------------------
 # 3. The seed's attention example
 
-# Query, key and value vectors of each word for each of the three heads (d_k = 4), given directly
-# as the seed gives its tables, not as projections of the embeddings. These whole-number tables
-# are ours, in the seed's layout: in head 1 the query of "The" meets the keys with the seed's raw
-# scores 1, 1, 2, 0, the scores of its softmax example. Put the seed's own tables here to
-# reproduce its every output; everything below is computed from them.
+# Query, key and value vectors of each word for each of the three heads (d_k = 4), as the seed's
+# lesson gives them (tables, not projections of the embeddings). In head 1 the query of "The"
+# meets the keys with raw scores 1, 1, 2, 0, the scores of its softmax example.
 SEED_HEADS: tuple[dict[str, tuple[tuple[float, ...], ...]], ...] = (
-    {"q": ((1, 0, 1, 0), (0, 1, 0, 1), (1, 1, 0, 0), (0, 0, 1, 1)),
-     "k": ((1, 0, 0, 0), (0, 0, 1, 0), (1, 0, 1, 0), (0, 1, 0, 0)),
-     "v": ((1, 1, 0, 1), (0, 1, 0, 0), (0, 0, 3, 0), (1, 0, 0, 0))},
-    {"q": ((0, 1, 0, 0), (1, 0, 0, 1), (0, 0, 1, 1), (1, 1, 0, 0)),
-     "k": ((0, 1, 1, 0), (1, 0, 0, 0), (0, 0, 0, 1), (1, 1, 0, 0)),
-     "v": ((0, 1, 0, 0), (1, 0, 1, 0), (0, 0, 0, 1), (1, 1, 0, 0))},
-    {"q": ((1, 1, 1, 1), (0, 0, 1, 0), (1, 0, 0, 1), (0, 1, 1, 0)),
-     "k": ((0, 0, 0, 1), (1, 0, 0, 1), (0, 1, 0, 0), (0, 0, 1, 1)),
-     "v": ((0, 0, 1, 1), (1, 1, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1))},
+    {"q": ((1, 0, 0, 1), (0, 1, 0, 0), (0, 0, 1, 0), (1, 0, 1, 0)),
+     "k": ((1, 0, 1, 0), (0, 1, 0, 1), (1, 0, 0, 1), (0, 1, 1, 0)),
+     "v": ((1, 0, 0, 1), (0, 2, 0, 0), (0, 0, 3, 0), (4, 0, 0, 0))},
+    {"q": ((0, 1, 1, 0), (1, 0, 0, 1), (0, 1, 0, 0), (0, 0, 1, 1)),
+     "k": ((0, 1, 0, 1), (1, 0, 1, 0), (0, 1, 1, 0), (1, 0, 0, 1)),
+     "v": ((2, 1, 0, 0), (1, 0, 2, 0), (0, 3, 0, 1), (0, 0, 1, 2))},
+    {"q": ((0, 0, 1, 1), (1, 1, 0, 0), (1, 0, 0, 1), (0, 1, 1, 0)),
+     "k": ((1, 1, 0, 0), (0, 0, 1, 1), (1, 0, 1, 0), (0, 1, 0, 1)),
+     "v": ((1, 0, 2, 1), (0, 1, 0, 2), (3, 0, 1, 0), (0, 2, 1, 0))},
 )
+# What the seed prints for "The"'s output in each head. Head 1 is its own (rounded) computation,
+# [0.64, 0.48, 1.56, 0.24] where the formula gives [0.485, 0.393, 1.603, 0.197]; heads 2 and 3
+# are values the seed only assumes ("assuming the calculated attention vectors ... are").
+SEED_PRINTED_OUTPUTS = ((0.64, 0.48, 1.56, 0.24), (1.00, 0.50, 0.75, 0.25), (0.30, 0.70, 1.00, 0.90))
 # What the seed prints for softmax(1, 1, 2, 0), "The"'s weights in head 1 (the formula: 0.197,
 # 0.197, 0.534, 0.072).
 SEED_PRINTED_SOFTMAX = (0.24, 0.24, 0.52, 0.10)
@@ -226,6 +228,12 @@ class AttentionExample:
             printed = ", ".join(f"{w:.2f}" for w in SEED_PRINTED_SOFTMAX)
             lines.append(f"  note: for \"{self.words[0]}\" in head 1, softmax(1, 1, 2, 0) = {mine}; the seed prints "
                          f"{printed}, which is not what the formula gives.")
+            for head, seed in zip(self.heads, SEED_PRINTED_OUTPUTS, strict=True):
+                ours = ", ".join(f"{x:.3f}" for x in head.outputs[0])
+                theirs = ", ".join(f"{x:.2f}" for x in seed)
+                why = "its rounded weights" if head.head == 1 else "a value it assumes, not computes"
+                lines.append(f"  note: output of \"{self.words[0]}\" in head {head.head} = [{ours}]; the seed prints "
+                             f"[{theirs}] ({why}).")
         lines.append(f"concatenation of the {len(self.heads)} heads ({len(self.concatenated[0])} numbers a word; "
                      "a transformer then multiplies it by an output matrix W_O):")
         lines += [f"    {word:8s}{_row(row, 6, 2)}" for word, row in zip(self.words, self.concatenated, strict=True)]

@@ -329,6 +329,8 @@ class Generations:
         return self._relay(events, cancel)
 
     def _write(self, request: PoemRequest, emit: Callable, cancel: threading.Event) -> None:
+        import torch
+
         from .generate import write_poem
         from .prosody import scan
 
@@ -348,7 +350,11 @@ class Generations:
         try:
             if cancel.is_set():
                 raise _Cancelled
-            poem = write_poem(self.poetry, request, on_event=on_event)
+            # No autograd: a decoder whose first forward pass ran with gradients on keeps its KV cache
+            # (12 MB for the shipped model) alive in a reference cycle inside torch's graph, one per
+            # poem, never freed (benchmarks/soak_test.py found it). Grad mode is per thread.
+            with torch.no_grad():
+                poem = write_poem(self.poetry, request, on_event=on_event)
             prosody = scan([h for couplet in poem.couplets for h in couplet], poem.form)
             emit("poem", {"poem": poem.to_dict(), "prosody": prosody.to_dict()})
             outcome = "served"
