@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="for the server this script starts")
     parser.add_argument("--queue", type=int, default=6, help="for the server this script starts")
     parser.add_argument("--out", type=Path, help="also write the result here (JSON)")
+    parser.add_argument("--server-log", type=Path, help="keep the server's output here (default: discarded)")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 3600 and 0 <= args.warmup < args.seconds and 1 <= args.clients <= 32):
         parser.error("bounded on purpose: up to 3600 s, a warm-up shorter than that, 1..32 clients")
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("reads the server's memory from /proc: Linux only")
 
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryFile("w+") as log:
+    with (open(args.server_log, "w+") if args.server_log else tempfile.TemporaryFile("w+")) as log:
         server, url = start_server(args, log)
         try:
             result = asyncio.run(run(args, url, server.pid))

@@ -353,7 +353,7 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
     prompt = header + [tok.token_to_id(VERSE_START)]
     decoder = engine.decoder(prompt, len(prompt))
     state = _PoemState(poetry, couplets, "body", request.vowel_marks)
-    writer = VerseWriter(poetry, decoder, sampling, generator, metre, state.mask_for)
+    writer = VerseWriter(poetry, decoder, sampling, generator, metre, state.mask_for, poet=request.poet)
     rhyming = set(rhyming_positions(2 * couplets, request.form))
     hemistichs: list[str] = []
     report = {"metre": metre, "qafiya": rhyme.qafiya, "radif": " ".join(rhyme.radif), "tries": 0, "restarts": 0,

@@ -6,8 +6,10 @@ cannot push an undertrained model into invented words. And a rhyming hemistich l
 rhyme by letting the model choose its last word (before the radif) among the words that end
 hemistichs, carry the qafiya and fit what is left of the metre: a model cannot list the words it
 knows; this list can. Built by `persian-poetry build-lexicon` from the train split of the
-classical poets and shipped as a gzipped word<TAB>count<TAB>final-count file. Words are spelled
-as the scanner reads them: normalized, marks and punctuation dropped, ZWNJ kept inside the word.
+classical poets and shipped as a gzipped word<TAB>count<TAB>final-count<TAB>poets file, where
+poets is a bit mask over `corpus.OFFERED_POETS` of the poets who use the word (their vocabulary:
+writing in a poet's style, the model keeps to his words). Words are spelled as the scanner reads
+them: normalized, marks and punctuation dropped, ZWNJ kept inside the word.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .corpus import OFFERED_POETS
 from .text import PERSIAN_LETTERS, ZWNJ, normalize
 
 LEXICON_PATH = Path(__file__).with_name("lexicon.tsv.gz")
 MIN_COUNT = 3
+MIN_POET_COUNT = 2  # a word is in a poet's vocabulary when he uses it this often
 MAX_WORDS = 120_000
 
 
@@ -46,6 +50,7 @@ def build_lexicon(data: str | Path, poets: Iterable[str] | None = None, out: str
 
     counts: Counter = Counter()
     finals: Counter = Counter()
+    by_poet: dict[str, Counter] = {poet: Counter() for poet in OFFERED_POETS}
     for poem in tqdm(read_jsonl(data, poets), desc="reading poems", unit=" poems", disable=not progress,
                      mininterval=2):
         if poem.split != "train":
@@ -54,22 +59,40 @@ def build_lexicon(data: str | Path, poets: Iterable[str] | None = None, out: str
             words = verse_words(hemistich)
             counts.update(words)
             finals.update(words[-2:])
+            if poem.poet in by_poet:
+                by_poet[poem.poet].update(words)
     kept = [(w, c) for w, c in counts.most_common(max_words) if c >= min_count]
-    lines = "".join(f"{w}\t{c}\t{finals[w]}\n" for w, c in kept).encode("utf-8")
+
+    def poets_mask(word: str) -> int:
+        return sum(1 << i for i, poet in enumerate(OFFERED_POETS) if by_poet[poet][word] >= MIN_POET_COUNT)
+
+    lines = "".join(f"{w}\t{c}\t{finals[w]}\t{poets_mask(w)}\n" for w, c in kept).encode("utf-8")
     atomic_write(Path(out), lambda tmp: Path(tmp).write_bytes(gzip.compress(lines, mtime=0)))
     return len(kept)
 
 
 @lru_cache(maxsize=4)
-def _load(path: str) -> tuple[dict[str, int], dict[str, int]]:
+def _load(path: str) -> tuple[dict[str, int], dict[str, int], dict[str, frozenset[str]]]:
     words: dict[str, int] = {}
     finals: dict[str, int] = {}
+    by_poet: dict[str, list[str]] = {poet: [] for poet in OFFERED_POETS}
     for line in gzip.decompress(Path(path).read_bytes()).decode("utf-8").splitlines():
-        word, count, final = line.split("\t")
+        word, count, final, mask = line.split("\t")
         words[word] = int(count)
         if int(final) >= MIN_COUNT:
             finals[word] = int(final)
-    return words, dict(sorted(finals.items(), key=lambda item: -item[1]))
+        mask = int(mask)
+        for i, poet in enumerate(OFFERED_POETS):
+            if mask >> i & 1:
+                by_poet[poet].append(word)
+    poets = {poet: frozenset(ws) for poet, ws in by_poet.items()}
+    return words, dict(sorted(finals.items(), key=lambda item: -item[1])), poets
+
+
+def poet_words(poet: str, path: str | Path = LEXICON_PATH) -> frozenset[str]:
+    """The words `poet` (one of corpus.OFFERED_POETS) uses at least MIN_POET_COUNT times in the
+    train split; empty for other poets."""
+    return _load(str(path))[2].get(poet, frozenset())
 
 
 def known_words(path: str | Path = LEXICON_PATH) -> dict[str, int]:

@@ -58,6 +58,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .checkpoint import PoetryModel
 from .errors import PoetryError
@@ -202,10 +203,10 @@ class BodyLimit:
     (chunked) is read only until it passes the limit. A body within the limit is handed on whole
     (it is small), and after it the app hears the client's own messages (a disconnect, say)."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
@@ -224,7 +225,7 @@ class BodyLimit:
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal replayed
             if replayed:
                 return await receive()
@@ -233,7 +234,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, receive, send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body is over the limit of {self.limit} bytes"
         response = JSONResponse({"detail": [{"type": "too_large", "loc": ["body"], "msg": message}],
                                  "message": f"body: {message}"},

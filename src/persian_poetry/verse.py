@@ -4,6 +4,8 @@ One mechanism for every form. A hemistich is written token by token by the model
 word is finished (the next token starts a new word, or ends the hemistich) the prosody module
 judges it:
 
+- Words. A finished word must be a word of the poet whose style is asked for (his vocabulary in
+  the train split, `lexicon.poet_words`), or of the classical poets where his is too small.
 - Metre. `scansion.MetreTracker` says whether the words so far can still scan in the requested
   metre. If not, the word is taken back (the decoder rewinds to where it began) and the token
   that began it is banned there, so the model says something else. The hemistich may end only
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import Decoder, Sampling, sample
-from .lexicon import known_words, load_rhyme_lexicon, verse_words
+from .lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
 from .rhyme import Rhyme, rhyme_key, rhymes_with, word_key
 from .scansion import MetreTracker, syllable_counts
 from .text import PERSIAN_LETTERS, ZWNJ
@@ -36,6 +38,7 @@ from .text import PERSIAN_LETTERS, ZWNJ
 MAX_TRIES = 50          # words taken back in one attempt at a hemistich
 RESTARTS = 2            # attempts at a hemistich after the first, before the metre is relaxed
 RHYME_ROOM = 2          # the rhyme word is chosen when at most this many syllables are left before the radif
+MIN_POET_VOCABULARY = 3000  # a poet with fewer known words writes with every classical poet's words
 MIN_RHYME_COUNT = 8     # a rhyme word must end this many hemistichs of the train split (not a typo)
 MAX_CANDIDATES = 400    # rhyme words offered at once (the most frequent that fit)
 LONG_VOWELS = "اوی"
@@ -128,7 +131,7 @@ class VerseWriter:
     """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
 
     def __init__(self, poetry, decoder: Decoder, sampling: Sampling, generator: torch.Generator,
-                 metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST):
+                 metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST, poet: str | None = None):
         self.tok = poetry.tokenizer
         self.decoder = decoder
         self.sampling = sampling
@@ -146,7 +149,9 @@ class VerseWriter:
                 self.wordless[i] = False
         self._space_prefix = self.tok.encode("ا")
         self.used_rhyme_words: set[str] = set()
-        self.known = known_words()
+        # Words must be the poet's own where we know his vocabulary well enough, else any classical poet's.
+        own = poet_words(poet) if poet else frozenset()
+        self.known = own if len(own) >= MIN_POET_VOCABULARY else known_words()
         self._pools: dict[str, list[str]] = {}
 
     # -- tokens of words in running text ------------------------------------------------------
@@ -161,7 +166,7 @@ class VerseWriter:
         in the metre after `words`; most frequent first."""
         q = rhyme_key(rhyme.qafiya)
         if q not in self._pools:
-            self._pools[q] = [w for w in _words_ending(q) if not self._glued(w)]
+            self._pools[q] = [w for w in _words_ending(q) if w in self.known and not self._glued(w)]
         pool = [w for w in self._pools[q] if w not in self.used_rhyme_words]
         return self.tracker.endings(words, pool, " ".join(rhyme.radif), limit)
 
