@@ -68,3 +68,21 @@ def tiny_model_dir(corpus_path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     train(tiny_config(corpus_path, out), command_line=["test"])
     return out / "model"
+
+
+def untrained_poetry():
+    """A tiny untrained GPT (seeded) with the shipped tokenizer, controls and metre names: the
+    server's and the API's tests get real poem structure at the cost of no training."""
+    import torch
+
+    from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
+    from persian_poetry.controls import Controls
+    from persian_poetry.model import GPT, GPTConfig
+    from persian_poetry.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    metres = {int(k): v for k, v in config["metres"].items()}
+    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)

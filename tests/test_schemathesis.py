@@ -9,31 +9,23 @@ tests/test_server.py: the controls and the schema are the real ones."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import schemathesis
-import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
-from persian_poetry.controls import Controls
+from persian_poetry.checkpoint import PoetryModel
 from persian_poetry.generate import MAX_COUPLETS
-from persian_poetry.model import GPT, GPTConfig
 from persian_poetry.server import create_app
-from persian_poetry.tokenizer import load_tokenizer
+
+from conftest import untrained_poetry
 
 MAX_EXAMPLES = 20
 
 
 def tiny_poetry() -> PoetryModel:
-    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
-    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
-    metres = {int(k): v for k, v in config["metres"].items()}
-    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+    return untrained_poetry()
 
 
 @pytest.fixture(scope="module")

@@ -18,24 +18,19 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
-from persian_poetry.controls import Controls
-from persian_poetry.model import GPT, GPTConfig, sinusoidal_table
+from persian_poetry.checkpoint import PoetryModel
+from persian_poetry.model import sinusoidal_table
 from persian_poetry.server import MAX_TEXT_CHARS, create_app
 from persian_poetry.text import normalize
-from persian_poetry.tokenizer import load_tokenizer
+
+from conftest import untrained_poetry
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 
 
 @pytest.fixture(scope="module")
 def poetry() -> PoetryModel:
-    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
-    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
-    metres = {int(k): v for k, v in config["metres"].items()}
-    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+    return untrained_poetry()
 
 
 @pytest.fixture(scope="module")

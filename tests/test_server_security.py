@@ -22,12 +22,17 @@ import torch
 from fastapi.testclient import TestClient
 
 from persian_poetry import server as server_module
-from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
+from persian_poetry.checkpoint import PoetryModel
 from persian_poetry.cli import build_parser, main
-from persian_poetry.controls import Controls
-from persian_poetry.model import GPT, GPTConfig
-from persian_poetry.server import MAX_BODY_BYTES, MAX_TABLE_SIDE, MAX_TEXT_CHARS, create_app, serve
-from persian_poetry.tokenizer import load_tokenizer
+from persian_poetry.server import (
+    MAX_BODY_BYTES,
+    MAX_TABLE_SIDE,
+    MAX_TEXT_CHARS,
+    create_app,
+    serve,
+)
+
+from conftest import untrained_poetry
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
@@ -35,12 +40,7 @@ SERVER_SOURCE = "def create_app"  # words of server.py, which must never come ba
 
 @pytest.fixture(scope="module")
 def poetry() -> PoetryModel:
-    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
-    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
-    metres = {int(k): v for k, v in config["metres"].items()}
-    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+    return untrained_poetry()
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +287,65 @@ def test_poems_leave_no_tensors_behind(client):
             response = client.post("/api/generate", json={"couplets": 1, "seed": seed, "free": free})
             assert response.status_code == 200 and "event: poem" in response.text
     assert graph_tensors() == before
+
+
+def test_a_queued_poem_whose_client_left_frees_its_place_at_once(poetry, monkeypatch):
+    # One worker, one place in the queue. The first poem is held in the worker; the second waits
+    # for it and its client hangs up. Its place must come back now, not when the worker is free,
+    # or clients that give up fill the queue with poems nobody reads and the server answers 503.
+    from persian_poetry import generate
+
+    release, real = threading.Event(), generate.write_poem
+
+    def held(poetry, request, on_event=None):
+        release.wait(20)
+        return real(poetry, request, on_event=on_event)
+
+    monkeypatch.setattr(generate, "write_poem", held)
+    app = create_app(poetry, workers=1, queue=1)
+    poem = {"couplets": 1, "seed": 2, "free": True}
+    with live_server(app) as p:
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=30) as http:
+            with http.stream("POST", "/api/generate", json=poem) as first:
+                first_lines = first.iter_lines()  # kept: a dropped line iterator closes the stream
+                assert next(first_lines) == "event: start"
+                with http.stream("POST", "/api/generate", json=poem) as second:
+                    second_lines = second.iter_lines()
+                    assert next(second_lines) == "event: start"
+                    assert http.get("/healthz").json()["in_flight"] == 2
+                # The second client has gone while its poem was still queued.
+                deadline = time.monotonic() + 10
+                while (health := http.get("/healthz").json())["in_flight"] != 1:
+                    assert time.monotonic() < deadline, health
+                    time.sleep(0.05)
+                assert health["cancelled"] == 1
+                with http.stream("POST", "/api/generate", json=poem) as third:
+                    assert third.status_code == 200  # queued, not refused
+                    release.set()
+                    assert "event: poem" in "".join(first_lines)
+                    assert "event: poem" in "".join(third.iter_lines())
+            assert http.get("/healthz").json()["served"] == 2
+
+
+def test_the_scanners_word_memos_are_bounded_in_a_server(client):
+    # The scanner memoizes every word it reads, in caches sized for a corpus (200,000 entries
+    # each); a server meets new words without end, so it empties them past a bound.
+    from persian_poetry import scansion
+    from persian_poetry.server import _bound_scanner_caches
+
+    memos = [f for f in vars(scansion).values()
+             if callable(getattr(f, "cache_info", None)) and f.cache_info().maxsize >= 10_000]
+    assert len(memos) >= 3
+
+    def entries() -> int:
+        return sum(f.cache_info().currsize for f in memos)
+
+    assert client.post("/api/scan", json={"text": HAFEZ}).status_code == 200
+    filled, catalogue = entries(), scansion._compiled.cache_info().currsize
+    assert filled > 0 and catalogue == 1
+    _bound_scanner_caches(limit=filled)  # at the bound: kept
+    assert entries() == filled
+    _bound_scanner_caches(limit=filled - 1)  # past it: emptied, the compiled catalogue kept
+    assert entries() == 0 and scansion._compiled.cache_info().currsize == catalogue

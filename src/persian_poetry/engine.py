@@ -75,6 +75,7 @@ class Decoder:
     def device(self) -> torch.device:
         return self.model.token_embedding.weight.device
 
+    @torch.no_grad()
     def _refill(self, window: list[int]) -> None:
         self.cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
         out, _, _ = self.model(torch.tensor([window], device=self.device), cache=self.cache)

@@ -23,7 +23,7 @@ fastest that way on a few cores), and its events cross to the event loop through
 queue. At most `workers + queue` poems are in flight; past that the answer is 503 with a
 Retry-After, rather than a pile-up that makes everyone wait. When a client goes away, Starlette
 cancels its stream; the stream raises a flag that the poem's next event sees, and the worker
-stops writing.
+stops writing (a poem still waiting for a worker is dropped, and its place freed, at once).
 
 Hostile input is refused before it costs anything: the server listens on 127.0.0.1 unless told
 otherwise; a request body over MAX_BODY_BYTES is answered 413 before any of it is parsed (a
@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -73,6 +73,7 @@ MAX_CONTROL_CHARS = 120  # poet, form, metre name, rhyme, radif
 # character is written as a JSON surrogate-pair escape (12 bytes): 48,000 bytes and change.
 MAX_BODY_BYTES = 64 * 1024
 MAX_TABLE_SIDE = 1024  # /api/explain/positions: at most 1024 x 1024 values (about 8 MB of JSON)
+SCANNER_CACHE_ENTRIES = 10_000  # the scanner's per-word memos a server keeps (see _bound_scanner_caches)
 FORM_NAMES = {"ghazal": "غزل", "rubai": "رباعی", "dobeyti": "دوبیتی", "masnavi": "مثنوی", "qasida": "قصیده",
               "qete": "قطعه"}
 POET_NAMES: dict[str, str] = json.loads((STATIC_DIR / "poets.json").read_text(encoding="utf-8"))
@@ -260,6 +261,23 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+def _bound_scanner_caches(limit: int = SCANNER_CACHE_ENTRIES) -> None:
+    """Empty the scanner's per-word memo caches once they hold more than `limit` entries together.
+
+    scansion.py memoizes every word it reads, in lru_caches sized for scanning a whole corpus (up
+    to 200,000 entries each, a few KB an entry with the readings it holds). A server meets new
+    words without end: in a 10-minute soak they grew its memory by 41%. Emptied between
+    poems they cost nothing measurable, since a poem refills what it reuses within its first lines.
+    (The small caches, the compiled metre catalogue among them, are left alone.)"""
+    from . import scansion
+
+    memos = [f for f in vars(scansion).values()
+             if callable(getattr(f, "cache_info", None)) and (f.cache_info().maxsize or 0) >= 10_000]
+    if sum(f.cache_info().currsize for f in memos) > limit:
+        for f in memos:
+            f.cache_clear()
+
+
 def _hemistich_scan(text: str) -> dict:
     """The scanner's reading of one finished hemistich (its own best metre), sent at once; the
     whole poem's scansion, with one metre for all hemistichs, comes with the final event."""
@@ -326,8 +344,8 @@ class Generations:
                 cancel.set()
 
         emit("start", {"seed": request.seed, "poet": request.poet, "form": request.form})
-        self.pool.submit(self._write, request, emit, cancel)
-        return self._relay(events, cancel)
+        future = self.pool.submit(self._write, request, emit, cancel)
+        return self._relay(events, cancel, future)
 
     def _write(self, request: PoemRequest, emit: Callable, cancel: threading.Event) -> None:
         import torch
@@ -351,9 +369,10 @@ class Generations:
         try:
             if cancel.is_set():
                 raise _Cancelled
+            _bound_scanner_caches()
             # No autograd: a decoder whose first forward pass ran with gradients on keeps its KV cache
-            # (12 MB for the shipped model) alive in a reference cycle inside torch's graph, one per
-            # poem, never freed (benchmarks/soak_test.py found it). Grad mode is per thread.
+            # and saved tensors alive in a reference cycle inside torch's graph, megabytes a poem,
+            # never freed (benchmarks/soak_test.py found it). Grad mode is per thread.
             with torch.no_grad():
                 poem = write_poem(self.poetry, request, on_event=on_event)
             prosody = scan([h for couplet in poem.couplets for h in couplet], poem.form)
@@ -368,8 +387,7 @@ class Generations:
             self._release(outcome, time.perf_counter() - started)
             emit(None)
 
-    @staticmethod
-    async def _relay(events: asyncio.Queue, cancel: threading.Event) -> AsyncIterator[bytes]:
+    async def _relay(self, events: asyncio.Queue, cancel: threading.Event, future: Future) -> AsyncIterator[bytes]:
         try:
             while True:
                 kind, data = await events.get()
@@ -378,6 +396,8 @@ class Generations:
                 yield _sse(kind, data)
         finally:  # finished, or cancelled because the client went away
             cancel.set()
+            if future.cancel():  # it was still waiting for a worker and now never runs: its place is free
+                self._release("cancelled", 0.0)
 
     def health(self) -> dict:
         with self.lock:
@@ -477,6 +497,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
         from .prosody import scan
 
         _one_thread()
+        _bound_scanner_caches()
         result = scan(body.text, form=body.form)
         if result.metre_id is None:
             return _invalid("text", "no Persian verse to scan")
