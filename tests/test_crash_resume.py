@@ -25,7 +25,7 @@ from conftest import ganjoor_record, hafez_ghazals
 from persian_poetry.checkpoint import load_training_state, save_training_state
 from persian_poetry.model import GPT, GPTConfig
 
-MAX_STEPS = 150
+MAX_STEPS = 400  # room for every kind of kill even when the startup kill lands late
 TMP_GLOB = ".checkpoint.pt.*.tmp"
 
 
@@ -135,9 +135,9 @@ def test_training_survives_sigkill_and_resumes_bit_for_bit(tmp_path):
         if mode == "write":
             if left_temp_file:
                 mid_write += 1
-            elif len(steps) < 10:
+            elif len(steps) < 16:
                 modes.append("write")  # the write finished before the signal landed: try again
-        if mode != "startup":
+        if mode != "startup" and steps[-2] < MAX_STEPS:  # at MAX_STEPS only the final save is left to do
             assert steps[-1] > steps[-2], f"no progress before a {mode} kill: {steps}"
     assert mid_write >= 2, f"fewer than two kills landed while a checkpoint was written (steps {steps})"
     assert len(steps) >= 6 and steps[-1] < MAX_STEPS, f"the run ended before five kills: {steps}"
