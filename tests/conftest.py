@@ -6,6 +6,10 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,33 @@ def untrained_poetry():
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     metres = {int(k): v for k, v in config["metres"].items()}
     return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+
+
+@contextmanager
+def live_server(app):
+    """The app under uvicorn on a free loopback port, in a thread; yields the port. (TestClient
+    cannot show concurrency, raw HTTP or a client hanging up: it runs each request to the end.)"""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def live_url(app):
+    """`live_server`, as the server's base URL."""
+    with live_server(app) as port:
+        yield f"http://127.0.0.1:{port}"

@@ -8,10 +8,7 @@ vocabulary and the poem structure are real, and it writes a poem in well under a
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -23,7 +20,7 @@ from persian_poetry.model import sinusoidal_table
 from persian_poetry.server import MAX_TEXT_CHARS, create_app
 from persian_poetry.text import normalize
 
-from conftest import untrained_poetry
+from conftest import live_url, untrained_poetry
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 
@@ -184,29 +181,6 @@ def test_page_script_and_font_are_served_offline(client):
     assert font.status_code == 200 and font.content[:4] == b"wOF2"
 
 
-@contextmanager
-def live_server(app):
-    """The app under uvicorn on a free loopback port, in a thread (TestClient cannot show
-    concurrency or a client hanging up: it runs each request to the end)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def wait_for(predicate, seconds: float = 10.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -220,7 +194,7 @@ def wait_for(predicate, seconds: float = 10.0):
 def test_a_full_server_answers_503_and_a_client_that_hangs_up_stops_its_poem(poetry):
     app = create_app(poetry, workers=1, queue=0)  # one poem in flight at most
     long_poem = {"couplets": 40, "seed": 5, "free": True}
-    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with live_url(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         with http.stream("POST", "/api/generate", json=long_poem) as stream:
             assert stream.status_code == 200
             lines = stream.iter_lines()

@@ -15,7 +15,6 @@ import logging
 import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -32,7 +31,7 @@ from persian_poetry.server import (
     serve,
 )
 
-from conftest import untrained_poetry
+from conftest import live_server, untrained_poetry
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
@@ -47,28 +46,6 @@ def poetry() -> PoetryModel:
 def client(poetry) -> TestClient:
     with TestClient(create_app(poetry)) as c:
         yield c
-
-
-@contextmanager
-def live_server(app):
-    """The app under uvicorn on a free loopback port, in a thread; yields the port."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
