@@ -706,6 +706,16 @@ def syllable_counts(text: str) -> set[int]:
     return {c + 1 for c in counts} if tokens else set()
 
 
+def trim_word_caches(limit: int) -> None:
+    """Empty the per-word memos once they hold more than `limit` entries together. They are sized
+    for scanning a corpus (a few KB an entry); a long-lived server meets new words without end.
+    Emptied between poems they cost nothing measurable: a poem refills what it reuses."""
+    memos = (_readings, _emissions, _compact, _tail_tokens)
+    if sum(f.cache_info().currsize for f in memos) > limit:
+        for f in memos:
+            f.cache_clear()
+
+
 # Contexts a finished word may be read in while the word after it is not yet written.
 _OPEN = {"last": ("", "elide", "article"), "vav_last": ("vav",)}
 

@@ -262,20 +262,11 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 def _bound_scanner_caches(limit: int = SCANNER_CACHE_ENTRIES) -> None:
-    """Empty the scanner's per-word memo caches once they hold more than `limit` entries together.
+    """Keep the scanner's per-word memos small: a server meets new words without end (in a
+    10-minute soak they grew its memory by 41%)."""
+    from .scansion import trim_word_caches
 
-    scansion.py memoizes every word it reads, in lru_caches sized for scanning a whole corpus (up
-    to 200,000 entries each, a few KB an entry with the readings it holds). A server meets new
-    words without end: in a 10-minute soak they grew its memory by 41%. Emptied between
-    poems they cost nothing measurable, since a poem refills what it reuses within its first lines.
-    (The small caches, the compiled metre catalogue among them, are left alone.)"""
-    from . import scansion
-
-    memos = [f for f in vars(scansion).values()
-             if callable(getattr(f, "cache_info", None)) and (f.cache_info().maxsize or 0) >= 10_000]
-    if sum(f.cache_info().currsize for f in memos) > limit:
-        for f in memos:
-            f.cache_clear()
+    trim_word_caches(limit)
 
 
 def _hemistich_scan(text: str) -> dict:
