@@ -130,13 +130,15 @@ async def run(args, url: str) -> dict:
     }
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
+def start_server(args, log=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """`persian-poetry serve` on a free loopback port (its output to `log`); (process, base URL)
+    once /healthz answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "persian_poetry.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(args.workers), "--queue", str(args.queue)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(command, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -25,8 +25,6 @@ import json
 import os
 import platform
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from load_test import start_server  # the same server start as the load test (this folder)
 
 VERSES = [  # Hafez, Saadi, Rumi, Ferdowsi, Khayyam: one couplet each, one hemistich a line
     "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها",
@@ -176,28 +175,6 @@ async def run(args, url: str, pid: int) -> dict:
         await asyncio.sleep(0.5)
     end = {"seconds": round(time.monotonic() - started, 1), **rss_kib(pid), "health": end_health}
     return {"tally": tally, "warm": warm, "end": end, "timeline": timeline}
-
-
-def start_server(args, log) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "persian_poetry.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(args.workers), "--queue", str(args.queue)]
-    server = subprocess.Popen(command, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with status {server.returncode}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.terminate()
-    raise SystemExit("the server did not answer /healthz within 120 s")
 
 
 def main(argv: list[str] | None = None) -> int:
