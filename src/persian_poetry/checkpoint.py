@@ -24,6 +24,7 @@ import torch
 from .controls import Controls
 from .dataset import file_sha256 as sha256_of
 from .errors import PoetryError
+from .style import StylePrior, load_style
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
@@ -59,6 +60,7 @@ class PoetryModel:
     controls: Controls
     metres: dict[int, str] = field(default_factory=dict)  # Ganjoor metre id -> its name
     directory: Path | None = None
+    style: StylePrior | None = None  # the poets' token preferences (style.py), where built
 
     @property
     def config(self) -> GPTConfig:
@@ -134,7 +136,12 @@ def load_model(directory: str | Path | None = None, device: str | torch.device =
         raise ModelLoadError(f"unknown quantization {quantize!r}; choose from: none, int8")
     if quantize == "int8":
         quantize_int8(model)
-    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres, directory)
+    try:
+        style = load_style(directory, tokenizer.vocab_size)
+    except PoetryError as err:
+        raise ModelLoadError(str(err)) from None
+    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres, directory,
+                       style)
 
 
 MAX_CONTEXT = 1 << 16  # tokens; far beyond any model here, small enough that its tables fit

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="same seed, same poem (default: random)")
     g.add_argument("--vowel-marks", action="store_true",
                    help="allow short-vowel marks and tashdid (off: plain script, as most verse is written)")
+    g.add_argument("--style", type=float, default=None, metavar="STRENGTH",
+                   help="weight of the poet's word preferences counted on his verse, 0 to 4 (default 2; "
+                        "0: the model alone)")
     g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
@@ -147,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
     b.add_argument("--out", required=True, help="where to write the lexicon (.tsv.gz)")
 
+    st = sub.add_parser("build-style", help="count each poet's tokens for the style prior of a model",
+                        description="Write style.safetensors into a model directory: for each of the ten offered "
+                                    "poets, log p(token | poet) - log p(token) over the train split's hemistichs "
+                                    "(see style.py). Generation adds it to the logits, weighted by --style.")
+    st.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
+    st.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+
     v = sub.add_parser("evaluate-generation", help="write poems and judge metre, rhyme, form, novelty, style",
                        description="Write N poems with fixed seeds (forms ghazal, rubai, masnavi, qasida; the ten "
                                    "most common metres; rhymes of real train-split poems) and judge them with our "
@@ -156,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-n", "--poems", type=int, default=100)
     v.add_argument("--free", action="store_true", help="without constrained decoding (the model alone)")
     v.add_argument("--compare", action="store_true", help="both: constrained, then free (the corpus read once)")
+    v.add_argument("--style", type=float, default=None, metavar="STRENGTH",
+                   help="poet-style strength for every poem (default: generate's default; 0: the model alone)")
+    v.add_argument("--first-seed", type=int, default=1000, help="seed of the first poem (the next get +1, +2, ...)")
     v.add_argument("--out", default=None, help="write the full report (every poem) as JSON here")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -229,6 +242,8 @@ def cmd_generate(args) -> int:
                           rhyme=args.rhyme, radif=args.radif, first=args.first, free=args.free,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                           vowel_marks=args.vowel_marks)
+    if args.style is not None:
+        request.style = args.style
     stream = not (args.no_stream or args.json)
     on_event = _terminal_streamer() if stream else None
     poem = write_poem(poetry, request, on_event=on_event)
@@ -385,6 +400,14 @@ def cmd_build_lexicon(args) -> int:
     return 0
 
 
+def cmd_build_style(args) -> int:
+    from .style import build_style
+
+    path = build_style(args.data, args.model)
+    print(f"style prior written to {path}")
+    return 0
+
+
 def cmd_evaluate_generation(args) -> int:
     import torch
 
@@ -397,7 +420,8 @@ def cmd_evaluate_generation(args) -> int:
     poetry = load_model(args.model)
     train = read_train_text(args.data)
     modes = [False, True] if args.compare else [args.free]
-    reports = [evaluate_generation(poetry, args.data, n=args.poems, free=free, train=train) for free in modes]
+    reports = [evaluate_generation(poetry, args.data, n=args.poems, free=free, train=train, style=args.style,
+                                   first_seed=args.first_seed) for free in modes]
     if args.out:
         Path(args.out).write_text(json.dumps(reports if args.compare else reports[0], ensure_ascii=False, indent=1),
                                   encoding="utf-8")
@@ -407,15 +431,17 @@ def cmd_evaluate_generation(args) -> int:
             print(json.dumps(summary, ensure_ascii=False))
             continue
         mode = "constrained" if report["constraints"] else "free (no constraints)"
-        print(f"{report['poems']} poems, {report['hemistichs']} hemistichs, {mode}")
+        style = f"poet style {report['style']}" if report["style_prior"] else "no style prior"
+        print(f"{report['poems']} poems, {report['hemistichs']} hemistichs, {mode}, {style}")
         for key in ("metre_share", "metre_top_share", "rhyme_share", "form_share", "verbatim_share", "distinct_2",
-                    "poet_share"):
+                    "repeat_share", "poet_share"):
             print(f"  {key:18s} {report[key]:.2%}")
         print(f"  longest shared run {report['longest_shared_run']} characters")
         print(f"  seconds per poem   {report['seconds_mean']} (p95 {report['seconds_p95']}); "
               f"7-couplet ghazal {report['ghazal7_seconds_mean']}")
         ref = report["real_poems_reference"]
-        print(f"  real test poems    metre {ref['metre_share']:.2%}, top metre {ref['metre_top_share']:.2%} "
+        print(f"  real test poems    metre {ref['metre_share']:.2%}, top metre {ref['metre_top_share']:.2%}, "
+              f"repeat {ref['repeat_share']:.2%} "
               f"({ref['poems']} poems: what the judges say of real verse)")
     return 0
 
@@ -507,6 +533,7 @@ COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd
             "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
             "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier}
 COMMANDS["export-hf"] = cmd_export_hf
+COMMANDS["build-style"] = cmd_build_style
 COMMANDS["explain"] = cmd_explain
 
 

@@ -17,7 +17,9 @@
 - Form: the share of poems with exactly the requested couplets, each of two non-empty hemistichs.
 - Novelty: the share of generated hemistichs found verbatim among the train split's hemistichs,
   and the longest run of characters shared with the train split's text.
-- Diversity: distinct-2, distinct word pairs over all word pairs of all poems.
+- Diversity: distinct-2, distinct word pairs over all word pairs of all poems; and repetition,
+  the share of hemistichs in which a word of three letters or more comes twice (also measured
+  on the real test-split poems: real verse does it too, now and then).
 - Poet: the share of poems the poet classifier attributes to the requested poet.
 - Time per poem (mean, p95) and for the 7-couplet ghazals.
 """
@@ -128,7 +130,7 @@ def _longest_inside(span: str, text: str) -> int:
 
 
 def make_requests(n: int, metres: list[int], train: TrainText, seed: int = 0,
-                  poets: tuple[str, ...] = OFFERED_POETS) -> list[PoemRequest]:
+                  poets: tuple[str, ...] = OFFERED_POETS, first_seed: int = 1000) -> list[PoemRequest]:
     rng = random.Random(seed)
     others = [m for m in metres if m != RUBAI_METRE][:9]
     requests = []
@@ -138,7 +140,7 @@ def make_requests(n: int, metres: list[int], train: TrainText, seed: int = 0,
         real = train.rhymes.get((form, metre)) or train.rhymes.get(("ghazal", metre)) or [("ار", ())]
         qafiya, radif = rng.choice(real)
         requests.append(PoemRequest(poet=poets[i % len(poets)], form=form, couplets=FORM_COUPLETS[form],
-                                    metre=metre, rhyme=qafiya, radif=" ".join(radif) or None, seed=1000 + i))
+                                    metre=metre, rhyme=qafiya, radif=" ".join(radif) or None, seed=first_seed + i))
     return requests
 
 
@@ -154,6 +156,7 @@ class PoemScore:
     rhyme_positions: int = 0
     form_ok: bool = False
     verbatim: int = 0
+    repeats: int = 0  # hemistichs with a word of 3+ letters twice
     longest_run: int = 0
     poet_predicted: str | None = None
     constraints: dict = field(default_factory=dict)
@@ -165,6 +168,7 @@ def score_poem(request: PoemRequest, couplets: list[tuple[str, str]], seconds: f
     score = PoemScore(asdict(request), [list(c) for c in couplets], round(seconds, 3),
                       constraints=constraints or {})
     score.form_ok = len(couplets) == request.couplets and all(a and b for a, b in couplets)
+    score.repeats = sum(map(repeats_a_word, hemistichs))
     tracker = MetreTracker(request.metre, max_cost=MAX_READING_COST)
     score.hemistichs = len(hemistichs)
     score.metre_ok = sum(tracker.complete(h) for h in hemistichs)
@@ -187,6 +191,11 @@ def score_poem(request: PoemRequest, couplets: list[tuple[str, str]], seconds: f
     return score
 
 
+def repeats_a_word(hemistich: str) -> bool:
+    words = [w for w in verse_words(hemistich) if len(w) >= 3]
+    return len(set(words)) < len(words)
+
+
 def distinct_2(poems: list[list[list[str]]]) -> float:
     pairs = [(a, b) for poem in poems for couplet in poem for h in couplet
              for a, b in zip(verse_words(h), verse_words(h)[1:])]
@@ -195,14 +204,19 @@ def distinct_2(poems: list[list[list[str]]]) -> float:
 
 def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = False, seed: int = 0,
                         train: TrainText | None = None, progress: bool = True, poet_classifier=None,
-                        judge_poets: bool = True) -> dict:
-    """Write `n` poems and score them (see the module docstring); returns the report as a dict."""
+                        judge_poets: bool = True, style: float | None = None, first_seed: int = 1000) -> dict:
+    """Write `n` poems and score them (see the module docstring); returns the report as a dict.
+    `style` overrides the requests' poet-style strength (default: `style.DEFAULT_STRENGTH`);
+    `first_seed` is the first poem's seed (tuning uses other seeds than the reported run)."""
     from .poet import classify_poet, load_poet_classifier
 
     train = train or read_train_text(data, progress=progress)
     catalogue = {m.id: m for m in load_catalogue()}
     metres = sorted((m for m in poetry.controls.metres if m in catalogue), key=lambda m: -catalogue[m].poems)[:10]
-    requests = make_requests(n, metres, train, seed)
+    requests = make_requests(n, metres, train, seed, first_seed=first_seed)
+    if style is not None:
+        for request in requests:
+            request.style = style
     classifier = (poet_classifier or load_poet_classifier()) if judge_poets else None
     scores = []
     for request in tqdm(requests, desc="writing poems", unit=" poems", disable=not progress):
@@ -216,20 +230,24 @@ def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = Fal
             score.poet_predicted = classify_poet([h for c in poem.couplets for h in c], classifier)[0]
         scores.append(score)
     report = summarize(scores, free, metres)
+    report["style"] = requests[0].style if requests else style
+    report["style_prior"] = poetry.style is not None
     report["real_poems_reference"] = judge_real_poems(train.reference)
     return report
 
 
 def judge_real_poems(poems: list) -> dict:
     """What the metre judges say of real test-split poems, under their Ganjoor metre label."""
-    hemistichs = ok = top = 0
+    hemistichs = ok = top = repeats = 0
     for poem in poems:
         tracker = MetreTracker(poem.metre, max_cost=MAX_READING_COST)
         hemistichs += len(poem.hemistichs)
+        repeats += sum(map(repeats_a_word, poem.hemistichs))
         ok += sum(tracker.complete(h) for h in poem.hemistichs)
         top += sum(scan_hemistich(h, align=False).metre_id == poem.metre for h in poem.hemistichs)
     return {"poems": len(poems), "hemistichs": hemistichs,
-            "metre_share": round(ok / max(1, hemistichs), 4), "metre_top_share": round(top / max(1, hemistichs), 4)}
+            "metre_share": round(ok / max(1, hemistichs), 4), "metre_top_share": round(top / max(1, hemistichs), 4),
+            "repeat_share": round(repeats / max(1, hemistichs), 4)}
 
 
 def summarize(scores: list[PoemScore], free: bool, metres: list[int]) -> dict:
@@ -249,7 +267,11 @@ def summarize(scores: list[PoemScore], free: bool, metres: list[int]) -> dict:
         "verbatim_share": round(sum(s.verbatim for s in scores) / hemistichs, 4),
         "longest_shared_run": max(s.longest_run for s in scores),
         "distinct_2": round(distinct_2([s.couplets for s in scores]), 4),
+        "repeat_share": round(sum(s.repeats for s in scores) / hemistichs, 4),
         "poet_share": round(sum(s.poet_predicted == s.request["poet"] for s in judged) / max(1, len(judged)), 4),
+        "poet_share_by_poet": {poet: round(sum(s.poet_predicted == poet for s in ss) / len(ss), 4)
+                               for poet in OFFERED_POETS
+                               if (ss := [s for s in judged if s.request["poet"] == poet])},
         "seconds_mean": round(statistics.mean(times), 3),
         "seconds_p95": round(float(np.percentile(times, 95)), 3),
         "ghazal7_seconds_mean": round(statistics.mean(ghazals), 3) if ghazals else None,

@@ -24,6 +24,7 @@ from .errors import PoetryError
 from .metres import RUBAI_ID, MetreError, resolve_metre
 from .rhyme import rhyme_key, rhyming_positions
 from .scansion import scan_hemistich
+from .style import DEFAULT_STRENGTH, MAX_STRENGTH, poem_bias
 from .text import DIACRITICS, normalize
 
 SHADDA = "\u0651"
@@ -57,6 +58,7 @@ class PoemRequest:
     top_p: float = 0.95
     seed: int | None = None  # None: a random seed, reported in the result
     vowel_marks: bool = False  # allow short-vowel marks and tashdid (most verse is written without)
+    style: float = DEFAULT_STRENGTH  # weight of the poet's token preferences (style.py); 0: the model alone
 
 
 @dataclass
@@ -129,6 +131,8 @@ def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, in
     if request.first is not None:
         if not 1 <= len(request.first) < 2 * couplets or not all(request.first):
             raise PoetryError(f"first: give 1 to {2 * couplets - 1} non-empty hemistichs to continue")
+    if not 0 <= request.style <= MAX_STRENGTH:
+        raise PoetryError(f"style strength must be between 0 and {MAX_STRENGTH}, got {request.style}")
     try:
         Sampling(request.temperature, request.top_k, request.top_p)
     except ValueError as err:
@@ -312,11 +316,24 @@ def _write_free(poetry, request, couplets, seed, sampling, generator, on_event, 
             streamer.push(token, state.advance(token))
     body: list[int] = prompt[len(header) + 1:]
     budget = couplets * 2 * (MAX_HEMISTICH_CHARS + 2)
-    for token in engine.stream(prompt, len(header) + 1, sampling, generator, budget, state.edit_logits,
+    bias = _style_bias(poetry, request)
+
+    def edit_body(logits: torch.Tensor) -> torch.Tensor:
+        return state.edit_logits(logits if bias is None else logits + poem_bias(bias, body))
+
+    for token in engine.stream(prompt, len(header) + 1, sampling, generator, budget, edit_body,
                                stop=lambda t: t == end_id):
         body.append(token)
         streamer.push(token, state.advance(token))
     return _assemble(poetry, request, header, body, seed, started)
+
+
+def _style_bias(poetry: PoetryModel, request: PoemRequest) -> torch.Tensor | None:
+    """The logit offset of the requested poet's style (None without a style prior or at strength 0)."""
+    if poetry.style is None:
+        return None
+    bias = poetry.style.for_poet(request.poet, request.style)
+    return None if bias is None else bias.to(poetry.device)
 
 
 def _separator_for(poetry: PoetryModel, index: int, couplets: int) -> int:
@@ -353,7 +370,8 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
     prompt = header + [tok.token_to_id(VERSE_START)]
     decoder = engine.decoder(prompt, len(prompt))
     state = _PoemState(poetry, couplets, "body", request.vowel_marks)
-    writer = VerseWriter(poetry, decoder, sampling, generator, metre, state.mask_for, poet=request.poet)
+    writer = VerseWriter(poetry, decoder, sampling, generator, metre, state.mask_for, poet=request.poet,
+                         style_bias=_style_bias(poetry, request))
     rhyming = set(rhyming_positions(2 * couplets, request.form))
     hemistichs: list[str] = []
     report = {"metre": metre, "qafiya": rhyme.qafiya, "radif": " ".join(rhyme.radif), "tries": 0, "restarts": 0,

@@ -63,6 +63,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .checkpoint import PoetryModel
 from .errors import PoetryError
 from .generate import FORM_COUPLETS, MAX_COUPLETS, PoemRequest
+from .style import DEFAULT_STRENGTH, MAX_STRENGTH
 from .text import normalize
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -105,6 +106,8 @@ class GenerateIn(BaseModel):
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=2**63, description="same seed, same poem; null: random (reported)")
     vowel_marks: bool = Field(False, description="allow short-vowel marks and tashdid")
+    style: float = Field(DEFAULT_STRENGTH, ge=0, le=MAX_STRENGTH,
+                         description="weight of the poet's word preferences (0: the model alone)")
 
 
 class TextIn(BaseModel):

@@ -33,6 +33,7 @@ from .engine import Decoder, Sampling, sample
 from .lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
 from .rhyme import Rhyme, rhyme_key, rhymes_with, word_key
 from .scansion import MetreTracker, syllable_counts
+from .style import poem_bias
 from .text import PERSIAN_LETTERS, ZWNJ
 
 MAX_TRIES = 50          # words taken back in one attempt at a hemistich
@@ -131,13 +132,16 @@ class VerseWriter:
     """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
 
     def __init__(self, poetry, decoder: Decoder, sampling: Sampling, generator: torch.Generator,
-                 metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST, poet: str | None = None):
+                 metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST, poet: str | None = None,
+                 style_bias: torch.Tensor | None = None):
         self.tok = poetry.tokenizer
         self.decoder = decoder
         self.sampling = sampling
         self.generator = generator
         self.tracker = MetreTracker(metre_id, max_cost)
         self.allowed_mask = allowed_mask  # (hemistich token ids) -> bool mask of the structurally allowed tokens
+        self.style_bias = style_bias  # added to the logits: the poet's token preferences (style.py)
+        self._body_start = len(decoder.history)  # the poem's tokens follow the prompt
         vocab = self.tok.vocab_size
         pieces = [self.tok.id_to_token(i) if not self.tok.is_special(i) else "" for i in range(vocab)]
         self.starts_word = torch.tensor([p.startswith(" ") for p in pieces])
@@ -201,7 +205,10 @@ class VerseWriter:
             mask[list(banned)] = False
         if not mask.any():
             return None
-        return sample(logits.float().masked_fill(~mask, float("-inf")), self.sampling, self.generator)
+        logits = logits.float()
+        if self.style_bias is not None:
+            logits = logits + poem_bias(self.style_bias, self.decoder.history[self._body_start:])
+        return sample(logits.masked_fill(~mask, float("-inf")), self.sampling, self.generator)
 
     def write(self, separator: int, rhyme: RhymeSpec | None) -> HemistichResult:
         """Write one hemistich and push its separator; the decoder ends after the separator."""

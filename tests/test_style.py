@@ -1,0 +1,113 @@
+"""The poet style prior: its arithmetic, its build from a corpus, its loading, and that it steers."""
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import untrained_poetry
+from persian_poetry.checkpoint import ModelLoadError, load_model
+from persian_poetry.corpus import read_jsonl
+from persian_poetry.errors import PoetryError
+from persian_poetry.generate import PoemRequest, write_poem
+from persian_poetry.style import MAX_BIAS, STYLE_FILE, StylePrior, build_style, poem_bias, style_bias
+
+
+def test_the_bias_is_a_smoothed_clipped_log_ratio():
+    counts = torch.tensor([[900, 100, 0, 0, 0, 1],
+                           [100, 900, 0, 1000, 0, 0]])
+    bias = style_bias(counts, prior_tokens=10.0)
+    assert bias.shape == (2, 6)
+    assert bias[0, 0] > 0 > bias[0, 1]  # poet 0 prefers token 0, poet 1 token 1
+    assert bias[1, 1] > 0 > bias[1, 0]
+    assert bias[0, 4] == 0 and bias[1, 4] == 0  # no poet uses token 4: no opinion
+    assert bias[0, 3] == -MAX_BIAS  # poet 1's favourite, never in poet 0: clipped, not -inf
+    assert bool(bias.isfinite().all()) and float(bias.abs().max()) <= MAX_BIAS
+    # The prior pulls a poet towards the common distribution: the more pseudo-tokens, the less bias.
+    assert style_bias(counts, prior_tokens=1e6).abs().max() < 0.01 < bias.abs().max()
+
+
+def test_a_used_token_keeps_only_its_negative_bias():
+    bias = torch.tensor([2.0, -1.0, 0.5, -3.0])
+    assert torch.equal(poem_bias(bias, []), bias)
+    assert torch.equal(poem_bias(bias, [0, 1, 0]), torch.tensor([0.0, -1.0, 0.5, -3.0]))
+    assert torch.equal(bias, torch.tensor([2.0, -1.0, 0.5, -3.0]))  # the poet's row is not changed
+
+
+def test_build_style_counts_the_train_split_and_load_model_reads_it(tiny_model_dir, corpus_path, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    assert load_model(model_dir).style is None  # none built yet
+    path = build_style(corpus_path, model_dir, poets=("hafez", "saadi"), progress=False)
+    assert path == model_dir / STYLE_FILE
+    poetry = load_model(model_dir)
+    assert poetry.style.poets == ("hafez", "saadi")
+    assert poetry.style.bias.shape == (2, poetry.tokenizer.vocab_size)
+    # A character model: one token per character of every train-split hemistich of the poet.
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        counts = f.get_tensor("counts")
+    for row, poet in zip(counts, ("hafez", "saadi")):
+        chars = sum(len(h) for p in read_jsonl(corpus_path, [poet]) if p.split == "train" for h in p.hemistichs)
+        assert int(row.sum()) == chars > 0
+
+
+def test_a_style_file_that_does_not_fit_the_model_is_refused(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    save_file({"bias": torch.zeros(2, 7)}, str(model_dir / STYLE_FILE), metadata={"poets": "hafez,saadi"})
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        load_model(model_dir)
+    (model_dir / STYLE_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        load_model(model_dir)
+
+
+def _share_of(poem, tokenizer, favoured: set[int]) -> float:
+    ids = [t for a, b in poem.couplets for t in tokenizer.encode(a) + tokenizer.encode(b)]
+    return sum(t in favoured for t in ids) / len(ids)
+
+
+@pytest.fixture(scope="module")
+def shipped_without_style():
+    torch.set_num_threads(1)
+    return replace(load_model(), style=None)
+
+
+@pytest.mark.parametrize("free", [True, False])
+def test_the_style_prior_steers_sampling_and_strength_zero_is_the_model_alone(shipped_without_style, free):
+    poetry = shipped_without_style
+    tok = poetry.tokenizer
+    # Byte-level pieces: the letter ا is the bytes d8 a7, shown by the tokenizer as "Ø§".
+    favoured = {t for t in range(tok.vocab_size) if not tok.is_special(t) and "ا" in tok.decode([t])}
+    bias = torch.zeros(2, tok.vocab_size)
+    bias[0, sorted(favoured)] = MAX_BIAS
+    styled = replace(poetry, style=StylePrior(("hafez", "saadi"), bias))
+    request = PoemRequest(poet="hafez", form="masnavi", couplets=2, seed=3, free=free, metre=None if free else 2,
+                          rhyme=None if free else "ان")
+    alone = write_poem(poetry, request)
+    assert write_poem(styled, replace(request, style=0.0)).couplets == alone.couplets
+    assert write_poem(styled, replace(request, poet="khayyam")).couplets == write_poem(
+        poetry, replace(request, poet="khayyam")).couplets  # a poet without a row: untouched
+    steered = write_poem(styled, replace(request, style=2.0))
+    assert _share_of(steered, tok, favoured) > _share_of(alone, tok, favoured) + 0.1
+
+
+def test_a_favoured_word_is_not_repeated_line_after_line(shipped_without_style):
+    """The failure poem_bias exists for: one strongly favoured token would otherwise fill the poem."""
+    poetry = shipped_without_style
+    tok = poetry.tokenizer
+    (word,) = tok.encode("ا حافظ")[len(tok.encode("ا")):]  # " حافظ", one token after a word
+    bias = torch.zeros(1, tok.vocab_size)
+    bias[0, word] = MAX_BIAS
+    styled = replace(poetry, style=StylePrior(("hafez",), bias))
+    poem = write_poem(styled, PoemRequest(poet="hafez", form="ghazal", couplets=4, seed=11, free=True, style=2.0))
+    assert sum(h.split().count("حافظ") for pair in poem.couplets for h in pair) <= 2
+
+
+@pytest.mark.parametrize("strength", [-0.5, 4.5, float("nan")])
+def test_a_style_strength_out_of_range_is_a_clear_error(strength):
+    with pytest.raises(PoetryError, match="style strength"):
+        write_poem(untrained_poetry(), PoemRequest(style=strength, seed=1))
