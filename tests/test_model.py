@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from persian_poetry.engine import Engine, Sampling, filter_logits
+from persian_poetry.engine import Engine, Sampling, filter_logits, sample, sample_rows
 from persian_poetry.model import GPT, GPTConfig, KVCache, sinusoidal_table
 
 
@@ -31,6 +31,29 @@ def test_kv_cache_gives_the_same_logits_as_a_full_forward(positional):
     cache = KVCache(model.config, 2, "cpu", torch.float32)
     parts = [model(x[:, :5], cache=cache)[0]] + [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("positional,bias,int8", [("sinusoidal", False, False), ("learned", True, False),
+                                                  ("sinusoidal", False, True)])
+def test_decode_step_gives_forwards_logits(positional, bias, int8):
+    from persian_poetry.checkpoint import quantize_int8
+
+    model = small(positional=positional, bias=bias)
+    if int8:
+        quantize_int8(model)  # decode_step must call the quantized layers, not their float weights
+    x = torch.randint(0, 50, (3, 12))
+    # int8 layers quantize their input on the fly, per call: compare with forward one token at a time.
+    reference = KVCache(model.config, 3, "cpu", torch.float32)
+    full = torch.cat([model(x[:, :5], cache=reference)[0]] +
+                     [model(x[:, t:t + 1], cache=reference)[0] for t in range(5, 12)], dim=1)
+    cache = KVCache(model.config, 3, "cpu", torch.float32)
+    model(x[:, :5], cache=cache)
+    steps = torch.stack([model.decode_step(x[:, t:t + 1], cache) for t in range(5, 12)], dim=1)
+    assert cache.length == 12
+    assert torch.allclose(steps, full[:, 5:], atol=1e-5)
+    with pytest.raises(ValueError, match="context length"):
+        for t in range(12, model.config.context_length + 1):
+            model.decode_step(x[:, :1], cache)
 
 
 def test_attention_weights_are_causal_distributions_and_match_the_fused_path():
@@ -65,6 +88,26 @@ def test_config_and_context_errors():
     with pytest.raises(ValueError, match="context length"):
         small()(torch.zeros(1, 25, dtype=torch.long))
     assert GPTConfig.from_dict({"n_layer": 3, "from_the_future": 1}).n_layer == 3
+
+
+@pytest.mark.parametrize("sampling", [Sampling(0.8, 50, 0.95), Sampling(1.3, 5, 1.0), Sampling(0.7, 0, 0.6),
+                                      Sampling(1.0, 0, 1.0)])
+def test_sample_draws_from_the_filtered_distribution(sampling):
+    """`sample` looks only at the top-k; its draws must follow filter_logits' distribution."""
+    torch.manual_seed(1)
+    logits = torch.randn(300) * 2
+    logits[7] = float("-inf")  # a banned token (constrained decoding masks with -inf)
+    expected = filter_logits(logits, sampling).softmax(-1)
+    generator = torch.Generator().manual_seed(0)
+    n = 20_000
+    counts = torch.bincount(torch.tensor([sample(logits, sampling, generator) for _ in range(n)]), minlength=300)
+    assert counts[expected == 0].sum() == 0  # never a filtered-out token
+    assert (counts / n - expected).abs().max() < 0.015
+    rows = torch.stack([logits, logits.flip(0)])  # the batched sampler: each row its own distribution
+    drawn = torch.cat([sample_rows(rows, sampling, generator) for _ in range(n // 4)], dim=1)
+    for row, want in zip(drawn, (expected, expected.flip(0)), strict=True):
+        got = torch.bincount(row, minlength=300) / row.numel()
+        assert got[want == 0].sum() == 0 and (got - want).abs().max() < 0.03
 
 
 def test_filter_logits_top_k_and_top_p():

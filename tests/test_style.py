@@ -12,7 +12,8 @@ from persian_poetry.checkpoint import ModelLoadError, load_model
 from persian_poetry.corpus import read_jsonl
 from persian_poetry.errors import PoetryError
 from persian_poetry.generate import PoemRequest, write_poem
-from persian_poetry.style import MAX_BIAS, STYLE_FILE, StylePrior, build_style, poem_bias, style_bias
+from persian_poetry.style import (MAX_BIAS, STYLE_FILE, StylePrior, build_style, poem_bias, style_bias,
+                                  word_initial_tokens)
 
 
 def test_the_bias_is_a_smoothed_clipped_log_ratio():
@@ -27,6 +28,20 @@ def test_the_bias_is_a_smoothed_clipped_log_ratio():
     assert bool(bias.isfinite().all()) and float(bias.abs().max()) <= MAX_BIAS
     # The prior pulls a poet towards the common distribution: the more pseudo-tokens, the less bias.
     assert style_bias(counts, prior_tokens=1e6).abs().max() < 0.01 < bias.abs().max()
+
+
+def test_only_word_initial_tokens_carry_a_bias(tiny_model_dir):
+    counts = torch.tensor([[900, 100, 5], [100, 900, 5]])
+    bias = style_bias(counts, prior_tokens=10.0, word_initial=torch.tensor([True, False, True]))
+    assert bias[0, 0] > 0 and bias[1, 0] < 0 and bool((bias[:, 1] == 0).all())
+    shipped = load_model().tokenizer
+    initial = word_initial_tokens(shipped)
+    (word,) = shipped.encode("ا حافظ")[len(shipped.encode("ا")):]  # " حافظ" after a word
+    inner = shipped.encode("حافظ")[-1]  # the end of the word written without a space before it
+    assert initial[word] and not initial[inner]
+    assert not initial[shipped.token_to_id("<|hemi|>")]
+    char = load_model(tiny_model_dir).tokenizer  # a character model: every token may begin a word
+    assert bool(word_initial_tokens(char).all())
 
 
 def test_a_used_token_keeps_only_its_negative_bias():

@@ -15,9 +15,9 @@ giving JSON-ready dicts), so the command line prints them and the web page draws
    candidates after temperature, top-k and top-p, and the token drawn.
 
 The trace of step 5 drives the model itself, token by token with the KV cache, because the
-engine has no per-step hook; it samples with the engine's own `filter_logits` and the same
-`torch.multinomial` call, so with the same seed it draws exactly the tokens `Engine.stream`
-draws (a test holds it to that). It shows the bare model and sampler: the poem writer
+engine has no per-step hook; it draws with the engine's own `sample`, so with the same seed it
+draws exactly the tokens `Engine.stream` draws (a test holds it to that), and shows the
+candidates' probabilities after the engine's `filter_logits`. It shows the bare model and sampler: the poem writer
 (`generate.py`) additionally masks tokens that would break the form before this filter.
 """
 
@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import PoetryModel
 from .controls import POEM, control_token
-from .engine import Sampling, filter_logits
+from .engine import Sampling, filter_logits, sample
 from .errors import PoetryError
 from .generate import PoemRequest, validate_request
 from .model import KVCache, sinusoidal_table
@@ -400,7 +400,7 @@ def generation_trace(poetry: PoetryModel, poet: str = "hafez", form: str = "ghaz
     for step in range(1, steps + 1):
         raw = logits.float().softmax(dim=-1)
         probs = filter_logits(logits.float(), sampling).softmax(dim=-1)
-        token = int(torch.multinomial(probs, 1, generator=generator))
+        token = sample(logits, sampling, generator)
         best = torch.topk(probs, min(top, probs.numel()))
         candidates = [candidate(int(i), probs, raw) for p, i in zip(best.values, best.indices, strict=True) if p > 0]
         trace.steps.append(DecodeStep(step, cache.length, limit, shifted, candidates, candidate(token, probs, raw)))
