@@ -35,6 +35,7 @@ _EXPORTS = {
     "positional_example": "explain", "attention_example": "explain", "attention_trace": "explain",
     "AttentionTrace": "explain", "generation_trace": "explain", "GenerationTrace": "explain",
     "create_app": "server",
+    "StylePrior": "style", "build_style": "style", "load_style": "style",
 }
 
 __all__ = sorted(_EXPORTS)

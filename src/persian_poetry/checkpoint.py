@@ -24,8 +24,8 @@ import torch
 from .controls import Controls
 from .dataset import file_sha256 as sha256_of
 from .errors import PoetryError
-from .style import StylePrior, load_style
 from .model import GPT, GPTConfig
+from .style import StylePrior, load_style
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
