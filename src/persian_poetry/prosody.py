@@ -8,7 +8,7 @@ For a hemistich h and a metre m the combined score is
 where cost_rule is the scanner's cheapest reading of h in m (MISS_COST when it has none). The
 classifier knows what the script hides (unwritten vowels, ezafe) from Ganjoor's labels; the
 scanner knows what the metre allows. A poem's metre maximizes the sum over its hemistichs.
-The two weights were chosen on the val split (`evaluate-prosody --split val --tune`).
+The two weights were chosen on the val split (`python benchmarks/tune_prosody.py --data ...`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .rhyme import Rhyme, analyze_rhyme
 from .scansion import Scansion, scan_hemistich, scan_poem
 from .text import PERSIAN_LETTERS, normalize
 
-RULE_WEIGHT = 1.0
+RULE_WEIGHT = 0.5
 MISS_COST = 6.0
 # A long masnavi section runs to some 2,000 couplets, about 100,000 characters. Scanning costs time
 # and memory in proportion (2.6 million characters: 13 s and 0.5 GB), so longer text is refused up front.
