@@ -74,6 +74,17 @@ def tiny_model_dir(corpus_path, tmp_path_factory) -> Path:
     return out / "model"
 
 
+@pytest.fixture(scope="module")
+def client(poetry):
+    """A TestClient of the app around the requesting module's `poetry` fixture (the server tests')."""
+    from fastapi.testclient import TestClient
+
+    from persian_poetry.server import create_app
+
+    with TestClient(create_app(poetry)) as c:
+        yield c
+
+
 def untrained_poetry():
     """A tiny untrained GPT (seeded) with the shipped tokenizer, controls and metre names: the
     server's and the API's tests get real poem structure at the cost of no training."""

@@ -13,7 +13,6 @@ import time
 import httpx
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from persian_poetry.checkpoint import PoetryModel
 from persian_poetry.model import sinusoidal_table
@@ -29,11 +28,6 @@ HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه
 def poetry() -> PoetryModel:
     return untrained_poetry()
 
-
-@pytest.fixture(scope="module")
-def client(poetry) -> TestClient:
-    with TestClient(create_app(poetry)) as c:
-        yield c
 
 
 def events_of(text: str) -> list[tuple[str, dict]]:

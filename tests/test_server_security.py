@@ -42,11 +42,6 @@ def poetry() -> PoetryModel:
     return untrained_poetry()
 
 
-@pytest.fixture(scope="module")
-def client(poetry) -> TestClient:
-    with TestClient(create_app(poetry)) as c:
-        yield c
-
 
 @pytest.fixture(scope="module")
 def port(poetry):
