@@ -56,6 +56,26 @@ def test_decode_step_gives_forwards_logits(positional, bias, int8):
             model.decode_step(x[:, :1], cache)
 
 
+def test_decode_step_follows_weights_changed_after_an_earlier_decode():
+    # decode_step reads its own (in, out) copies of the weights; a training step in between must not
+    # leave a later generation decoding with the old ones.
+    model = small()
+    x = torch.randint(0, 50, (2, 6))
+
+    def last_step_logits():
+        cache = KVCache(model.config, 2, "cpu", torch.float32)
+        model(x[:, :5], cache=cache)
+        return model.decode_step(x[:, 5:], cache)
+
+    before = last_step_logits()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x, x)[1].backward()
+    optimizer.step()
+    after = last_step_logits()
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, model(x)[0][:, 5], atol=1e-5)
+
+
 def test_attention_weights_are_causal_distributions_and_match_the_fused_path():
     model = small()
     x = torch.randint(0, 50, (1, 10))
