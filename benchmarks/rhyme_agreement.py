@@ -17,11 +17,13 @@ Nothing is written to disk; examples are printed as ids and short endings.
 
     python benchmarks/rhyme_agreement.py                       # test split, ghazal + qasida
     python benchmarks/rhyme_agreement.py --split val --limit 300 --examples 5
+    python benchmarks/rhyme_agreement.py --audit runs/label-audit.json   # without the flagged poets
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -76,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forms", default="ghazal,qasida", help="comma-separated form slugs")
     parser.add_argument("--limit", type=int, default=None, help="stop after N labelled poems")
     parser.add_argument("--examples", type=int, default=3, help="examples printed per category")
+    parser.add_argument("--audit", type=Path, default=None,
+                        help="the JSON of benchmarks/metre_label_audit.py: leave out the poets it flags")
     args = parser.parse_args(argv)
+    left_out = set(json.loads(args.audit.read_text(encoding="utf-8"))["flagged"]) if args.audit else set()
 
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
     start = time.perf_counter()
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     unlabelled = Counter()
     done = 0
     for poem in read_jsonl(args.data):
-        if poem.form not in forms or poem.split != args.split:
+        if poem.form not in forms or poem.split != args.split or poem.poet in left_out:
             continue
         if not poem.rhyme:
             unlabelled[poem.form] += 1
@@ -115,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(f"rhyme agreement with Ganjoor RhymeLetters: split={args.split} forms={','.join(forms)} "
           f"data={args.data} ({elapsed:.0f} s)")
+    if left_out:
+        print(f"left out: the {len(left_out)} poets flagged by {args.audit}: {', '.join(sorted(left_out))}")
     print("agreement = rhyme_key(ours) == rhyme_key(RhymeLetters); lenient also equates د/ذ, ی/ا, ب/پ")
     print(f"{'':8} {'poems':>6} {'exact':>6} {'exact %':>8} {'lenient %':>10} "
           f"{'label in text':>14} {'exact % of those':>17}")
