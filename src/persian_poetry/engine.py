@@ -56,7 +56,9 @@ class Decoder:
 
     It can also step back (`rewind`), which constrained decoding needs: a word that breaks the
     metre is taken back and another is tried. Stepping back inside the cached window only shortens
-    the cache; stepping back past a window slide re-reads the window from the token history.
+    the cache and takes up the logits kept from when the history had that length (a third of a
+    ghazal's decoding steps went into recomputing them); stepping back past a window slide re-reads
+    the window from the token history.
     """
 
     def __init__(self, model: GPT, prompt: list[int], pinned: int):
@@ -80,6 +82,8 @@ class Decoder:
         self.cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
         out, _, _ = self.model(torch.tensor([window], device=self.device), cache=self.cache)
         self.logits = out[0, -1]
+        # history length -> the logits after it, for this window only (a slide changes the context)
+        self._logits_at = {len(self.history): self.logits}
 
     @torch.no_grad()
     def push(self, token: int) -> None:
@@ -90,6 +94,7 @@ class Decoder:
             self._refill(self.history[:self.pinned] + self.history[-keep:])
         else:
             self.logits = self.model.decode_step(torch.tensor([[token]], device=self.device), self.cache)[0]
+            self._logits_at[len(self.history)] = self.logits
 
     @torch.no_grad()
     def rewind(self, length: int) -> None:
@@ -101,8 +106,15 @@ class Decoder:
             return
         del self.history[length:]
         if self.cache.length - drop > self.pinned:  # the kept tokens are still in the cache, in order
-            self.cache.length -= drop + 1
-            self.logits = self.model.decode_step(torch.tensor([[self.history[-1]]], device=self.device), self.cache)[0]
+            self.cache.length -= drop
+            if length in self._logits_at:
+                self.logits = self._logits_at[length]
+            else:  # not seen in this window
+                self.cache.length -= 1
+                self.logits = self.model.decode_step(torch.tensor([[self.history[-1]]], device=self.device),
+                                                     self.cache)[0]
+            for stale in [n for n in self._logits_at if n > length]:
+                del self._logits_at[stale]
         else:
             tail = self.history[self.pinned:][-((self.context - self.pinned) // 2):]
             self._refill(self.history[:self.pinned] + tail)
