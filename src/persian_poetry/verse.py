@@ -83,7 +83,11 @@ def _qafiya_of_key(letters: str) -> str:
 @lru_cache(maxsize=1)
 def _rhyme_index() -> tuple[tuple[str, str, int], ...]:
     """(word, its rhyme letters, how often it ends a hemistich) for the rhyme lexicon, commonest first."""
-    return tuple((w, word_key(w), n) for w, n in load_rhyme_lexicon().items())
+    lexicon = load_rhyme_lexicon()
+    # word_key maps letters one by one (and one three-letter spelling) and never touches a newline,
+    # so it can run once over all the words joined: 48,000 calls cost 0.1 s of every ghazal command.
+    keys = word_key("\n".join(lexicon)).split("\n")
+    return tuple(zip(lexicon, keys, lexicon.values(), strict=True))
 
 
 @lru_cache(maxsize=4)
@@ -91,8 +95,12 @@ def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
     """Qafiyas with many rhyme words in the lexicon, commonest first (for poems that name none)."""
     counts: dict[str, int] = {}
     words: dict[str, int] = {}
+    qafiya_of_ending: dict[str, str] = {}  # past 4 letters the qafiya depends only on the last 4
     for _, key, count in _rhyme_index():
-        q = _qafiya_of_key(key)
+        ending = key[-4:] if len(key) > 4 else "=" + key
+        q = qafiya_of_ending.get(ending)
+        if q is None:
+            q = qafiya_of_ending[ending] = _qafiya_of_key(key)
         counts[q] = counts.get(q, 0) + count
         words[q] = words.get(q, 0) + 1
     ranked = sorted((q for q in counts if words[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
