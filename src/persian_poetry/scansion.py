@@ -524,7 +524,10 @@ class _Compiled:
         self.metres = metres
         self.children: list[dict[str, int]] = [{}]
         self.accept: list[list[tuple[int, int, float]]] = [[]]
-        self.trans: dict[tuple[int, str], int] = {}
+        # node -> {weight string -> node it leads to (-1: nowhere)}, filled as readings come up; one
+        # dict per node rather than one keyed by (node, weights): no tuple to build and hash per
+        # lookup, in the loop that is most of the scanner's time.
+        self.trans: list[dict[str, int]] = []
         total = sum(m.poems for m in metres) + len(metres)
         self.prior = [PRIOR_WEIGHT * -math.log((m.poems + 1) / total) for m in metres]
         # Poem level: the shape of the poem says much (four hemistichs: a rubai or a dobeyti).
@@ -544,15 +547,15 @@ class _Compiled:
                         self.accept.append([])
                     node = nxt
                 self.accept[node].append((mi, pi, m.licence_cost(pi)))
+        self.trans = [{} for _ in self.children]
 
     def step(self, node: int, s: str) -> int:
-        key = (node, s)
         n = node
         for ch in s:
             n = self.children[n].get(ch, -1)
             if n < 0:
                 break
-        self.trans[key] = n
+        self.trans[node][s] = n
         return n
 
 
@@ -638,6 +641,9 @@ class PoemScansion:
     candidates: list[Candidate] = field(default_factory=list)
 
 
+_UNREACHED = float("inf")
+
+
 def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, ...]]], compiled: _Compiled,
              keep=None, beam: bool = True) -> dict[int, float]:
     """Carry the trie nodes reached (node -> cheapest cost) over more (word, context) tokens.
@@ -660,15 +666,15 @@ def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, 
         new: dict[int, float] = {}
         get = new.get
         for node, c in states.items():
+            row = trans[node]
             for s, ec in emissions:
-                n = trans.get((node, s))
+                n = row.get(s)
                 if n is None:
                     n = step(node, s)
                 if n < 0 or (keep is not None and not keep(n)):
                     continue
                 nc = c + ec
-                old = get(n)
-                if old is None or nc < old:
+                if nc < get(n, _UNREACHED):
                     new[n] = nc
         if not new:
             return {}
