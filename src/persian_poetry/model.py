@@ -90,9 +90,8 @@ class _DecodeLinear:
     """y = x W^T + b for one decoding step, from a contiguous (in, out) copy of W.
 
     With a single row to multiply, MKL reads an (in, out) matrix much faster than nn.Linear's
-    (out, in) one on the 2-core laptop we measure on: the 25 products of a step took 1.94 ms instead
-    of 2.80 ms, the output layer alone 0.09 ms instead of 0.17 (benchmarks/engine_vs_transformers.py
-    is where it shows). An int8 dynamic-quantized Linear keeps its own packed weights and forward."""
+    (out, in) one (measured on a 2-core AMD EPYC, one thread: the 25 products of a step 1.94 ms
+    instead of 2.80 ms, the output layer alone 0.09 ms instead of 0.17; BENCHMARKS.md, session 5). An int8 dynamic-quantized Linear keeps its own packed weights and forward."""
 
     def __init__(self, module: nn.Module):
         self.module = module
@@ -107,6 +106,11 @@ class _DecodeLinear:
         return torch.addmm(self.bias, x, self.weight_t)
 
 
+def _linears(model: "GPT") -> list[nn.Module]:
+    """The output layer, then each block's qkv, proj, up and down."""
+    return [model.lm_head] + [m for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ff.up, b.ff.down)]
+
+
 class _DecodeWeights:
     """What decode_step reads besides the modules' own tensors: the linear layers as
     `_DecodeLinear`s and the position table already scaled; `source` identifies the weights
@@ -114,15 +118,15 @@ class _DecodeWeights:
 
     def __init__(self, model: "GPT", source: tuple):
         self.source = source
-        self.blocks = [tuple(_DecodeLinear(m) for m in (b.attn.qkv, b.attn.proj, b.ff.up, b.ff.down))
-                       for b in model.blocks]
-        self.lm_head = _DecodeLinear(model.lm_head)
+        linears = [_DecodeLinear(m) for m in _linears(model)]
+        self.lm_head, per_block = linears[0], linears[1:]
+        self.blocks = [tuple(per_block[i:i + 4]) for i in range(0, len(per_block), 4)]  # qkv, proj, up, down
         positions = model.positional_encoding(0, model.config.context_length)
         self.positions = positions.detach().clone()
 
     @staticmethod
     def key(model: "GPT") -> tuple:
-        modules = [model.lm_head] + [m for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ff.up, b.ff.down)]
+        modules = _linears(model)
         tensors = [t for m in modules if type(m) is nn.Linear for t in (m.weight, m.bias) if t is not None]
         tensors.append(model.position_embedding.weight if model.config.positional == "learned"
                        else model.position_table)
