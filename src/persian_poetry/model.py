@@ -91,7 +91,8 @@ class _DecodeLinear:
 
     With a single row to multiply, MKL reads an (in, out) matrix much faster than nn.Linear's
     (out, in) one (measured on a 2-core AMD EPYC, one thread: the 25 products of a step 1.94 ms
-    instead of 2.80 ms, the output layer alone 0.09 ms instead of 0.17; BENCHMARKS.md, session 5). An int8 dynamic-quantized Linear keeps its own packed weights and forward."""
+    instead of 2.80 ms, the output layer alone 0.09 ms instead of 0.17; BENCHMARKS.md, session 5).
+    An int8 dynamic-quantized Linear keeps its own packed weights and forward."""
 
     def __init__(self, module: nn.Module):
         self.module = module

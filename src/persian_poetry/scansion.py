@@ -524,10 +524,6 @@ class _Compiled:
         self.metres = metres
         self.children: list[dict[str, int]] = [{}]
         self.accept: list[list[tuple[int, int, float]]] = [[]]
-        # node -> {weight string -> node it leads to (-1: nowhere)}, filled as readings come up; one
-        # dict per node rather than one keyed by (node, weights): no tuple to build and hash per
-        # lookup, in the loop that is most of the scanner's time.
-        self.trans: list[dict[str, int]] = []
         total = sum(m.poems for m in metres) + len(metres)
         self.prior = [PRIOR_WEIGHT * -math.log((m.poems + 1) / total) for m in metres]
         # Poem level: the shape of the poem says much (four hemistichs: a rubai or a dobeyti).
@@ -547,7 +543,10 @@ class _Compiled:
                         self.accept.append([])
                     node = nxt
                 self.accept[node].append((mi, pi, m.licence_cost(pi)))
-        self.trans = [{} for _ in self.children]
+        # node -> {weight string -> node it leads to (-1: nowhere)}, filled as readings come up; one
+        # dict per node rather than one keyed by (node, weights): no tuple to build and hash per
+        # lookup, in the loop that is most of the scanner's time.
+        self.trans: list[dict[str, int]] = [{} for _ in self.children]
 
     def step(self, node: int, s: str) -> int:
         n = node
