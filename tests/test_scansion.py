@@ -132,3 +132,40 @@ def test_never_raises_on_persian_letter_soup(chars):
     assert isinstance(scan, Scansion)
     poem = scan_poem(["".join(chars), "".join(reversed(chars))])
     assert isinstance(poem, PoemScansion)
+
+
+def _advance_by_the_book(tokens, compiled):
+    """The scanner's dynamic programme written plainly: every reading from every node, then the beam."""
+    from persian_poetry.scansion import STATE_BEAM, _merged_emissions
+    states = {0: 0.0}
+    for word, ctx in tokens:
+        new: dict[int, float] = {}
+        for node, c in states.items():
+            for s, ec in _merged_emissions(word, ctx):
+                n = compiled.walk(node, s)
+                if n >= 0 and c + ec < new.get(n, float("inf")):
+                    new[n] = c + ec
+        if not new:
+            return {}
+        if len(new) > 4:
+            bound = min(new.values()) + STATE_BEAM
+            new = {n: c for n, c in new.items() if c <= bound}
+        states = new
+    return states
+
+
+@pytest.mark.parametrize("text", [t for t, _ in LINES] + [line for q in KHAYYAM for line in q] + ["دل", "ای دل"])
+def test_beam_first_advance_reaches_what_the_plain_programme_reaches(text):
+    from persian_poetry.scansion import _advance, _compiled, _tokens
+    compiled = _compiled()
+    tokens = _tokens(text)
+    assert _advance({0: 0.0}, tokens, compiled) == _advance_by_the_book(tokens, compiled)
+
+
+def test_trim_word_caches_empties_the_memo_of_moves():
+    from persian_poetry.scansion import _compiled, trim_word_caches
+    scan_hemistich("بشنو این نی چون شکایت می‌کند")
+    assert _compiled().moves
+    trim_word_caches(0)
+    assert not _compiled().moves
+    assert scan_hemistich("بشنو این نی چون شکایت می‌کند").metre_id == 6

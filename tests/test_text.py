@@ -163,3 +163,12 @@ def test_ascii_punctuation_is_folded():
 def test_non_string_raises_type_error(bad):
     with pytest.raises(TypeError):
         normalize(bad)
+
+
+def test_characters_outside_the_basic_plane_are_dropped_without_growing_the_table():
+    from persian_poetry.text import _CLOSE_TABLE
+    before = len(_CLOSE_TABLE)
+    assert normalize("دل\U0001F600\U00020000 جان") == "دل جان"
+    assert not {0x1F600, 0x20000} & set(_CLOSE_TABLE)
+    assert len(_CLOSE_TABLE) <= before + 1  # the space at most
+    assert normalize("\u2003دل\u00a0\tجان\n") == "دل جان"  # spaces of every kind, met for the first time

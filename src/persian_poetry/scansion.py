@@ -543,12 +543,17 @@ class _Compiled:
                         self.accept.append([])
                     node = nxt
                 self.accept[node].append((mi, pi, m.licence_cost(pi)))
-        # node -> {weight string -> node it leads to (-1: nowhere)}, filled as readings come up; one
-        # dict per node rather than one keyed by (node, weights): no tuple to build and hash per
-        # lookup, in the loop that is most of the scanner's time.
+        # a word's readings (weight string, cost) -> {node -> the (node reached, cost) of each reading
+        # the trie can take from there}, filled as words come up. Most readings lead nowhere from a
+        # given node; keeping only those that do makes the inner loop of the scanner (most of its
+        # time) one lookup per node and one per move, not one per reading. Keyed by the readings,
+        # not the word: a hemistich's words share a few thousand sets of readings among them.
+        self.moves: dict[tuple[tuple[str, float], ...], dict[int, tuple[tuple[int, float], ...]]] = {}
+        # node -> {weight string -> node it leads to (-1: nowhere)}: many words share a reading.
         self.trans: list[dict[str, int]] = [{} for _ in self.children]
 
-    def step(self, node: int, s: str) -> int:
+    def walk(self, node: int, s: str) -> int:
+        """The node that weights `s` lead to from `node`; -1 where the trie has none."""
         n = node
         for ch in s:
             n = self.children[n].get(ch, -1)
@@ -556,6 +561,18 @@ class _Compiled:
                 break
         self.trans[node][s] = n
         return n
+
+    def moves_from(self, node: int, emissions: tuple[tuple[str, float], ...]) -> tuple[tuple[int, float], ...]:
+        row = self.trans[node]
+        out = []
+        for s, ec in emissions:
+            n = row.get(s)
+            if n is None:
+                n = self.walk(node, s)
+            if n >= 0:
+                out.append((n, ec))
+        out.sort(key=lambda move: move[1])  # cheapest first: `_advance` stops at its beam
+        return tuple(out)
 
 
 @lru_cache(maxsize=4)
@@ -643,45 +660,77 @@ class PoemScansion:
 _UNREACHED = float("inf")
 
 
+@lru_cache(maxsize=100_000)
+def _merged_emissions(word: str, ctx: str | tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """`_compact` of a word; for a tuple of contexts, the cheapest cost of each weight string."""
+    if not isinstance(ctx, tuple):
+        return _compact(word, ctx)
+    merged: dict[str, float] = {}
+    for c in ctx:
+        for s, ec in _compact(word, c):
+            if s not in merged or merged[s] > ec:
+                merged[s] = ec
+    return tuple(merged.items())
+
+
 def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, ...]]], compiled: _Compiled,
              keep=None, beam: bool = True) -> dict[int, float]:
     """Carry the trie nodes reached (node -> cheapest cost) over more (word, context) tokens.
 
     A context may be a tuple of contexts, any of which may hold (a word whose next word is not
-    written yet). `keep(node)` drops nodes that lead nowhere wanted.
+    written yet). `keep(node)` drops nodes that lead nowhere wanted. With `beam`, after each word
+    the nodes costlier than the cheapest by more than STATE_BEAM are dropped (when more than four
+    are reached): the cheapest is found first, so those are never written down.
     """
-    trans = compiled.trans
-    step = compiled.step
+    memo = compiled.moves
     for word, ctx in tokens:
-        if isinstance(ctx, tuple):
-            merged: dict[str, float] = {}
-            for c in ctx:
-                for s, ec in _compact(word, c):
-                    if s not in merged or merged[s] > ec:
-                        merged[s] = ec
-            emissions = tuple(merged.items())
-        else:
-            emissions = _compact(word, ctx)
-        new: dict[int, float] = {}
-        get = new.get
+        emissions = _merged_emissions(word, ctx)
+        by_node = memo.get(emissions)
+        if by_node is None:
+            by_node = memo[emissions] = {}
+        reachable: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # (cost so far, moves cheapest first)
+        append = reachable.append
+        lowest = _UNREACHED
         for node, c in states.items():
-            row = trans[node]
-            for s, ec in emissions:
-                n = row.get(s)
-                if n is None:
-                    n = step(node, s)
-                if n < 0 or (keep is not None and not keep(n)):
-                    continue
-                nc = c + ec
-                if nc < get(n, _UNREACHED):
-                    new[n] = nc
-        if not new:
+            moves = by_node.get(node)
+            if moves is None:
+                moves = by_node[node] = compiled.moves_from(node, emissions)
+            if moves:
+                append((c, moves))
+                cheapest = c + moves[0][1]
+                if cheapest < lowest:
+                    lowest = cheapest
+        if not reachable:
             return {}
-        if beam and len(new) > 4:  # a beam: readings far costlier than the best are dropped
-            bound = min(new.values()) + STATE_BEAM
-            new = {n: c for n, c in new.items() if c <= bound}
+        if beam and keep is None:
+            new = _reach(reachable, keep, lowest + STATE_BEAM)
+            if len(new) <= 4:  # the beam only thins out more than four nodes
+                everything = _reach(reachable, keep, _UNREACHED)
+                if len(everything) <= 4:
+                    new = everything
+        else:
+            new = _reach(reachable, keep, _UNREACHED)
+            if not new:
+                return {}
+            if beam and len(new) > 4:
+                bound = min(new.values()) + STATE_BEAM
+                new = {n: c for n, c in new.items() if c <= bound}
         states = new
     return states
+
+
+def _reach(reachable: list[tuple[float, tuple[tuple[int, float], ...]]], keep, bound: float) -> dict[int, float]:
+    """node -> cheapest cost, over the moves no costlier than `bound` (kept by `keep`)."""
+    new: dict[int, float] = {}
+    get = new.get
+    for c, moves in reachable:
+        for n, ec in moves:
+            nc = c + ec
+            if nc > bound:
+                break
+            if nc < get(n, _UNREACHED) and (keep is None or keep(n)):
+                new[n] = nc
+    return new
 
 
 def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int, tuple[float, int]]:
@@ -692,7 +741,7 @@ def _metre_costs(tokens: list[tuple[str, str]], compiled: _Compiled) -> dict[int
     for node, c in states.items():
         for mi, pi, lc in accept[node]:
             total = c + lc
-            if mi not in best or best[mi][0] > total:
+            if mi not in best or (total, pi) < best[mi]:  # ties: the first pattern, whatever the order
                 best[mi] = (total, pi)
     return best
 
@@ -715,10 +764,12 @@ def trim_word_caches(limit: int) -> None:
     """Empty the per-word memos once they hold more than `limit` entries together. They are sized
     for scanning a corpus (a few KB an entry); a long-lived server meets new words without end.
     Emptied between poems they cost nothing measurable: a poem refills what it reuses."""
-    memos = (_readings, _emissions, _compact, _tail_tokens)
-    if sum(f.cache_info().currsize for f in memos) > limit:
+    memos = (_readings, _emissions, _compact, _merged_emissions, _tail_tokens)
+    moves = _compiled().moves
+    if sum(f.cache_info().currsize for f in memos) + len(moves) > limit:
         for f in memos:
             f.cache_clear()
+        moves.clear()
 
 
 # Contexts a finished word may be read in while the word after it is not yet written.
@@ -863,8 +914,9 @@ def scan_hemistich(text: str, metre: int | None = None, top: int = 5, align: boo
     if not isinstance(text, str):
         raise TypeError(f"scan_hemistich() expects str, got {type(text).__name__}")
     compiled = _compiled()
+    text = normalize(text)
     tokens = _tokens(text)
-    result = Scansion(text=normalize(text))
+    result = Scansion(text=text)
     if not tokens:
         return result
     found = _metre_costs(tokens, compiled)

@@ -41,13 +41,28 @@ _FOLD_TABLE = str.maketrans(_FOLD)
 
 
 
+class _Closing(dict):
+    """`str.translate` table that closes the alphabet: whitespace of every kind (tabs, newlines,
+    no-break and thin spaces) becomes a space; everything else outside the alphabet (tatweel, bidi
+    marks, Latin, emoji) is dropped. Filled as characters are first met; the scanner and the
+    tokenizers normalize every line they read, and a lookup in C beats a test per character."""
+
+    def __missing__(self, code: int) -> int | str | None:
+        ch = chr(code)
+        value = code if ch in ALPHABET else " " if ch.isspace() else None
+        if code <= 0xFFFF:  # bounded: text full of rare planes cannot grow it without end
+            self[code] = value
+        return value
+
+
+_CLOSE_TABLE = _Closing()
+_ZWNJ_RUN = re.compile(ZWNJ + "{2,}")
+
+
 def _normalize_once(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD_TABLE)
-    # Whitespace of every kind (tabs, newlines, no-break and thin spaces) becomes a space;
-    # everything else outside the alphabet (tatweel, bidi marks, Latin, emoji) is dropped.
-    text = "".join(ch if ch in ALPHABET else " " if ch.isspace() else "" for ch in text)
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD_TABLE).translate(_CLOSE_TABLE)
     # A ZWNJ only means something between two letters of one word: one per joint, none at edges.
-    words = (re.sub(ZWNJ + "+", ZWNJ, word).strip(ZWNJ) for word in text.split(" "))
+    words = (word.strip(ZWNJ) for word in _ZWNJ_RUN.sub(ZWNJ, text).split(" "))
     return " ".join(word for word in words if word)
 
 
