@@ -62,9 +62,11 @@ def test_fixed_metre_and_rhyme_go_into_the_header(poetry):
         assert "<|metre:24|><|rhyme|>ار<|body|>" in poem.header
 
 
-def test_constraints_that_cannot_be_met_still_give_the_exact_form(poetry):
-    # The tiny model writes no real words: every hemistich ends with the metre given up
-    # (reported), yet the poem has its couplets and its rhyme words.
+def test_constraints_that_cannot_be_met_still_give_the_exact_form(poetry, monkeypatch):
+    # No word fits the metre (the tracker is made to refuse every one): every hemistich ends with
+    # the metre given up (reported), yet the poem has its couplets and its rhyme words.
+    from persian_poetry.scansion import MetreTracker
+    monkeypatch.setattr(MetreTracker, "viable", lambda self, words: False)
     poem = write_poem(poetry, PoemRequest(couplets=1, seed=3, rhyme="از", metre=3))
     assert len(poem.couplets) == 1 and all(poem.couplets[0])
     assert poem.constraints["relaxed"] == [0, 1]

@@ -166,3 +166,24 @@ def test_bad_constraint_requests(shipped):
         write_poem(shipped, PoemRequest(form="rubai", metre=7))
     with pytest.raises(PoetryError, match="ambiguous"):
         write_poem(shipped, PoemRequest(metre="رمل"))
+
+
+def test_a_token_that_begins_no_known_word_is_refused_before_it_is_written(shipped):
+    from persian_poetry.engine import Engine, Sampling
+    from persian_poetry.verse import VerseWriter, _prefixes
+    tok = shipped.tokenizer
+    decoder = Engine(shipped.model).decoder([tok.token_to_id("<|body|>")], 1)
+    everything = lambda ids: torch.ones(tok.vocab_size, dtype=torch.bool)  # noqa: E731
+    writer = VerseWriter(shipped, decoder, Sampling(), torch.Generator(), 2, everything, poet="hafez")
+    start = len(decoder.history)
+    written = tok.encode("که عشق آسان نمود اول ولی افتاد مشکل")
+    for t in written[:-1]:
+        decoder.push(t)
+    assert writer._could_be_known(start, written[-1])  # مشکل is a word of Hafez
+    ids = {"ژ": tok.encode("ژ"), " رزم": writer._word_tokens("رزم"), " دل": writer._word_tokens("دل")}
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert not writer._could_be_known(start, ids["ژ"][0])  # مشکلژ begins no word
+    assert not writer._could_be_known(start, ids[" رزم"][0])  # Ferdowsi's battle is no word of Hafez
+    assert writer._could_be_known(start, ids[" دل"][0])  # a new word that begins دل, دلبر, ...
+    assert {"م", "مش", "مشک", "مشکل"} <= _prefixes("hafez") and "مشکلژ" not in _prefixes("hafez")
+    assert _prefixes(None) >= set(known_words())

@@ -5,7 +5,9 @@ word is finished (the next token starts a new word, or ends the hemistich) the p
 judges it:
 
 - Words. A finished word must be a word of the poet whose style is asked for (his vocabulary in
-  the train split, `lexicon.poet_words`), or of the classical poets where his is too small.
+  the train split, `lexicon.poet_words`), or of the classical poets where his is too small. This
+  is looked ahead of as the word is written: a token after which the word begins no such word is
+  refused where it is drawn, and another is drawn from the same logits (no decoding step lost).
 - Metre. `scansion.MetreTracker` says whether the words so far can still scan in the requested
   metre. If not, the word is taken back (the decoder rewinds to where it began) and the token
   that began it is banned there, so the model says something else. The hemistich may end only
@@ -42,6 +44,7 @@ RHYME_ROOM = 2          # the rhyme word is chosen when at most this many syllab
 MIN_POET_VOCABULARY = 3000  # a poet with fewer known words writes with every classical poet's words
 MIN_RHYME_COUNT = 8     # a rhyme word must end this many hemistichs of the train split (not a typo)
 MAX_CANDIDATES = 400    # rhyme words offered at once (the most frequent that fit)
+MAX_REFUSED = 32        # tokens refused at one place before the word before it is taken back
 LONG_VOWELS = "اوی"
 # A generated hemistich must scan at most this costly (in guessed vowels and licences): 90% of
 # Hafez's hemistichs do (measured on 60 ghazals of the `hafez` package: median 1.31, p90 2.91).
@@ -164,6 +167,7 @@ class VerseWriter:
         # Words must be the poet's own where we know his vocabulary well enough, else any classical poet's.
         own = poet_words(poet) if poet else frozenset()
         self.known = own if len(own) >= MIN_POET_VOCABULARY else known_words()
+        self.known_prefixes = _prefixes(poet if len(own) >= MIN_POET_VOCABULARY else None)
         self._pools: dict[str, list[str]] = {}
 
     # -- tokens of words in running text ------------------------------------------------------
@@ -196,6 +200,15 @@ class VerseWriter:
     def _known(self, word: str) -> bool:
         """Whether a written word is a word of the classical poets (see `lexicon`)."""
         return all(w in self.known for w in verse_words(word))
+
+    def _could_be_known(self, start: int, token: int) -> bool:
+        """Whether the hemistich's last word, once `token` is written, is a known word or the
+        beginning of one (true while a letter is split over tokens and does not decode yet)."""
+        text = self.tok.decode(self.decoder.history[start:] + [token])
+        if text.endswith("\ufffd") or text.endswith(" "):
+            return True
+        words = verse_words(text.rsplit(" ", 1)[-1])
+        return not words or words[-1] in self.known_prefixes
 
     def _room(self, words: list[str]) -> int:
         """Fewest syllables the metre still wants after `words` (read as unfinished)."""
@@ -260,19 +273,27 @@ class VerseWriter:
         while tries <= MAX_TRIES:
             position = len(decoder.history)
             token = self._sample(decoder.logits, bans.get(position, set()) | ({separator} if position == start else set()))
-            if token is None:  # nothing allowed here: the word before is a dead end
+            if token is None or len(bans.get(position, ())) > MAX_REFUSED:  # the word before is a dead end
                 if len(word_starts) <= 1 and position == start:
                     return None
                 take_back(word_starts[-1] if word_starts[-1] < position else word_starts[-2])
                 continue
             text = self._text(start)
             finishing = token == separator
-            if finishing or (self.starts_word[token] and text.strip()):
+            finishes_word = finishing or bool(self.starts_word[token] and text.strip())
+            # Words are looked ahead of letter by letter: a token after which the word being
+            # written begins no known word is refused where it was drawn, and another drawn from
+            # the same logits. Taking the word back once written would throw away the decoding
+            # steps of its tokens (ghazals, seeds 1-10: 3,639 -> 2,713 steps; BENCHMARKS.md).
+            if not finishing and not self._could_be_known(start, token):
+                bans.setdefault(position, set()).add(token)
+                continue
+            if finishes_word:
                 words = text.split()
+                if not self._known(words[-1]):
+                    take_back(word_starts[-1])
+                    continue
                 if finishing:
-                    if not self._known(words[-1]):
-                        take_back(word_starts[-1])
-                        continue
                     if self.tracker.complete(text) and (rhyme is None or rhyme.holds(text)):
                         decoder.push(token)
                         result.tries += tries
@@ -282,7 +303,7 @@ class VerseWriter:
                     else:
                         take_back(word_starts[-1])
                     continue
-                if not self._known(words[-1]) or not self.tracker.viable(words):
+                if not self.tracker.viable(words):
                     take_back(word_starts[-1])
                     continue
                 room = self._room(words) - _radif_syllables(rhyme) if rhyme is not None else 0
@@ -373,6 +394,14 @@ class VerseWriter:
         text = self._text(start)
         decoder.push(separator)
         return text
+
+
+@lru_cache(maxsize=4)
+def _prefixes(poet: str | None) -> frozenset[str]:
+    """Every beginning of a word the writer may use (`poet`'s words, or with None the classical
+    poets'), the words themselves included."""
+    words = poet_words(poet) if poet is not None else known_words()
+    return frozenset(word[:k] for word in words for k in range(1, len(word) + 1))
 
 
 @lru_cache(maxsize=256)
