@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .metres import Metre, load_catalogue, show_pattern
-from .text import ZWNJ, normalize
+from .text import ALPHABET, ZWNJ, normalize
 
 # ---------------------------------------------------------------------------------------------
 # Letters and marks
@@ -471,18 +471,24 @@ def _compact(word: str, context: str) -> tuple[tuple[str, float], ...]:
     return tuple(item for item in ranked[:MAX_READINGS] if item[1] <= bound)
 
 
+# After `normalize` the alphabet is closed, so the scanner's view of a word (its letters, marks
+# and ZWNJ; then its letters alone) is a deletion of the rest, done in C by str.translate.
+_NOT_IN_WORDS = str.maketrans("", "", "".join(sorted(ALPHABET - LETTERS - set(MARKS) - {ZWNJ, " "})))
+_NOT_LETTERS = str.maketrans("", "", MARKS + ZWNJ)
+
+
 def _words(text: str) -> list[str]:
-    text = normalize(text)
     out = []
-    for raw in text.split(" "):
-        word = "".join(ch for ch in raw if ch in LETTERS or ch in MARKS or ch == ZWNJ).strip(ZWNJ)
-        if any(ch in LETTERS for ch in word):
+    for raw in normalize(text).translate(_NOT_IN_WORDS).split(" "):
+        word = raw.strip(ZWNJ)
+        if word.translate(_NOT_LETTERS):
             out.append(word)
     return out
 
 
 def _plain(word: str) -> str:
-    return "".join(ch for ch in word if ch in LETTERS)
+    """The letters of a word of `_words`."""
+    return word.translate(_NOT_LETTERS)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
