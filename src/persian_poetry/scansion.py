@@ -569,6 +569,7 @@ class _Compiled:
         return n
 
     def moves_from(self, node: int, emissions: tuple[tuple[str, float], ...]) -> tuple[tuple[int, float], ...]:
+        """(node reached, cost) of each reading that goes somewhere from `node`, cheapest first."""
         row = self.trans[node]
         out = []
         for s, ec in emissions:
