@@ -689,6 +689,8 @@ def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, 
     the nodes costlier than the cheapest by more than STATE_BEAM are dropped (when more than four
     are reached): the cheapest is found first, so those are never written down.
     """
+    if beam and keep is not None:  # the beam's bound is found before `keep` is asked; no caller needs both
+        raise ValueError("_advance: a beam and keep are not combined")
     memo = compiled.moves
     for word, ctx in tokens:
         emissions = _merged_emissions(word, ctx)
@@ -709,19 +711,16 @@ def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, 
                     lowest = cheapest
         if not reachable:
             return {}
-        if beam and keep is None:
-            new = _reach(reachable, keep, lowest + STATE_BEAM)
+        if beam:
+            new = _reach(reachable, None, lowest + STATE_BEAM)
             if len(new) <= 4:  # the beam only thins out more than four nodes
-                everything = _reach(reachable, keep, _UNREACHED)
+                everything = _reach(reachable, None, _UNREACHED)
                 if len(everything) <= 4:
                     new = everything
         else:
             new = _reach(reachable, keep, _UNREACHED)
             if not new:
                 return {}
-            if beam and len(new) > 4:
-                bound = min(new.values()) + STATE_BEAM
-                new = {n: c for n, c in new.items() if c <= bound}
         states = new
     return states
 
