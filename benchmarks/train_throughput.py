@@ -13,6 +13,7 @@ matrices with the same thread count. MFU = tokens/s x FLOPs/token / peak.
 
     python benchmarks/train_throughput.py                 # 1 thread (how the shipped model was trained)
     python benchmarks/train_throughput.py --threads 2
+    python benchmarks/train_throughput.py --threads 2 --preset notebook --attention-dropout 0.1   # its old setting
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import torch
 
 from persian_poetry.model import GPT, GPTConfig
-from persian_poetry.train import PRESETS
+from persian_poetry.train import PRESETS, config_with_preset
 
 
 def peak_matmul_flops(size: int, repeats: int) -> float:
@@ -44,21 +45,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=8, help="timed steps (after 2 warm-up steps)")
-    ap.add_argument("--batch-size", type=int, default=PRESETS["default"]["batch_size"])
+    ap.add_argument("--preset", choices=list(PRESETS), default="default", help="architecture, batch and dropout")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--dropout", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--attention-dropout", type=float, default=None, help="default: the preset's")
     ap.add_argument("--matmul-size", type=int, default=2048)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    preset = PRESETS["default"]
-    config = GPTConfig(vocab_size=4096, context_length=preset["context_length"], n_layer=preset["n_layer"],
-                       n_head=preset["n_head"], n_embd=preset["n_embd"], dropout=preset["dropout"])
+    cfg = config_with_preset(args.preset, batch_size=args.batch_size, dropout=args.dropout,
+                             attention_dropout=args.attention_dropout)
+    # The default model's BPE has 4,096 tokens; the notebook's character tokenizer 73.
+    config = GPTConfig(vocab_size=73 if cfg.tokenizer == "char" else 4096, context_length=cfg.context_length,
+                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
+                       attention_dropout=cfg.attention_dropout)
     model = GPT(config)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=1e-3, betas=(0.9, 0.95))
-    B, T = args.batch_size, config.context_length
+    B, T = cfg.batch_size, config.context_length
 
     def step() -> None:
         x = torch.randint(0, config.vocab_size, (B, T))
@@ -88,7 +95,8 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"model: {n_params / 1e6:.2f} M parameters ({config.n_layer} layers, {config.n_head} heads, "
-          f"{config.n_embd} wide, context {T}), batch {B} x {T} = {B * T} tokens a step")
+          f"{config.n_embd} wide, context {T}), batch {B} x {T} = {B * T} tokens a step, "
+          f"dropout {config.dropout}, attention dropout {config.attention_dropout}")
     print(f"peak float32 matmul ({args.matmul_size}x{args.matmul_size}): {peak / 1e9:.1f} GFLOP/s "
           f"(before {peak_before / 1e9:.1f}, after {peak_after / 1e9:.1f})")
     print(f"training: median step {median:.2f} s over {args.steps} steps -> {tokens_per_s:,.0f} tokens/s; "

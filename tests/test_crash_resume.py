@@ -40,8 +40,8 @@ def write_corpus(path: Path) -> Path:
 def train_command(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "persian_poetry.cli", "train", "--data", str(data), "--out-dir", str(out),
             "--poets", "all", "--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
-            "--context-length", "32", "--batch-size", "4", "--dropout", "0.1", "--learning-rate", "3e-3",
-            "--warmup-steps", "20", "--max-steps", str(MAX_STEPS), "--eval-interval", "25", "--eval-poems", "2",
+            "--context-length", "32", "--batch-size", "4", "--dropout", "0.1", "--attention-dropout", "0.1",
+            "--learning-rate", "3e-3", "--warmup-steps", "20", "--max-steps", str(MAX_STEPS), "--eval-interval", "25", "--eval-poems", "2",
             "--checkpoint-interval", "3", "--seed", "11", "--threads", "1", "--no-progress",
             "--cache-dir", str(out / "cache"), "--resume"]
 
@@ -58,7 +58,8 @@ def checkpoint_step(out: Path) -> int:
     config = state["config"]
     model = GPT(GPTConfig(vocab_size=state["model"]["token_embedding.weight"].shape[0],
                           context_length=config["context_length"], n_layer=config["n_layer"],
-                          n_head=config["n_head"], n_embd=config["n_embd"], dropout=config["dropout"]))
+                          n_head=config["n_head"], n_embd=config["n_embd"], dropout=config["dropout"],
+                          attention_dropout=config["attention_dropout"]))
     model.load_state_dict(state["model"])
     assert 0 < state["step"] <= MAX_STEPS
     return state["step"]

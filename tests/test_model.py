@@ -169,3 +169,16 @@ def test_engine_matches_recomputing_the_window_at_each_step():
         logits, _, _ = model(torch.tensor([tokens]))
         tokens.append(int(logits[0, -1].argmax()))
     assert cached == tokens[3:]
+
+
+def test_attention_dropout_is_its_own_rate_and_only_in_training():
+    x = torch.randint(0, 50, (2, 12))
+    for kw, random_in_training in [(dict(), False), (dict(attention_dropout=0.5), True), (dict(dropout=0.5), True)]:
+        model = small(**kw)
+        assert torch.equal(model(x)[0], model(x)[0])  # eval: no dropout at all
+        model.train()
+        assert torch.equal(model(x)[0], model(x)[0]) is not random_in_training, kw
+    attention = small(attention_dropout=0.5).blocks[0].attn
+    assert attention.attention_dropout == 0.5 and small(dropout=0.5).blocks[0].attn.attention_dropout == 0.0
+    # Configs written before the field existed load with no attention dropout.
+    assert GPTConfig.from_dict({"vocab_size": 50, "dropout": 0.1}).attention_dropout == 0.0

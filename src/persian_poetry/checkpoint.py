@@ -158,10 +158,11 @@ def _check_sizes(config: GPTConfig, weights: Path) -> None:
         if type(value) is not int or value < 1:
             raise ModelLoadError(f"{where}: {name} must be a positive integer, not {value!r}")
     if not (config.n_head <= config.n_embd and config.context_length <= MAX_CONTEXT
-            and isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
+            and all(isinstance(rate, (int, float)) and 0 <= rate < 1
+                    for rate in (config.dropout, config.attention_dropout))):
         raise ModelLoadError(f"{where}: impossible sizes n_head {config.n_head}, n_embd {config.n_embd}, "
                              f"context_length {config.context_length} (at most {MAX_CONTEXT}), "
-                             f"dropout {config.dropout}")
+                             f"dropout {config.dropout}, attention_dropout {config.attention_dropout}")
     with safe_open(weights, "pt") as f:
         shapes = {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
     embedding = shapes.get("lm_head.weight") or shapes.get("token_embedding.weight") or [None, None]

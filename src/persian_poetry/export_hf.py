@@ -51,7 +51,7 @@ def hf_config(model: GPT, bos_token_id: int | None = None, eos_token_id: int | N
     return _transformers().GPT2Config(
         vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.n_embd, n_layer=c.n_layer,
         n_head=c.n_head, n_inner=4 * c.n_embd, activation_function="gelu", layer_norm_epsilon=LAYER_NORM_EPSILON,
-        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, scale_attn_weights=True,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.attention_dropout, scale_attn_weights=True,
         tie_word_embeddings=True, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id,
         architectures=["GPT2LMHeadModel"])
 

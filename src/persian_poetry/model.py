@@ -22,7 +22,10 @@ class GPTConfig:
     n_layer: int = 6
     n_head: int = 6
     n_embd: int = 192
-    dropout: float = 0.0
+    dropout: float = 0.0  # on embeddings and on each residual branch
+    # On the attention weights. Kept apart because on a CPU it is costly: with it, attention leaves
+    # the fused kernel for the spelled-out one (0.78 vs 0.53 s a step for the notebook preset).
+    attention_dropout: float = 0.0
     positional: str = "sinusoidal"  # "sinusoidal" (the seed's formula) or "learned"
     bias: bool = False
 
@@ -140,7 +143,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = config.dropout
+        self.attention_dropout = config.attention_dropout
 
     def forward(self, x, layer: int, cache: KVCache | None = None, return_weights: bool = False):
         B, T, C = x.shape
@@ -159,7 +162,7 @@ class CausalSelfAttention(nn.Module):
             y = weights @ v
         elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+                                               dropout_p=self.attention_dropout if self.training else 0.0)
         elif T == 1:
             # One new token (decoding) sees every cached token: no mask to build.
             y = F.scaled_dot_product_attention(q, k, v)

@@ -157,7 +157,8 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
     """Load a tokenizer JSON written by `save` (either kind)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file not found: {path}") from None
     except OSError as err:  # a directory, no permission
@@ -178,7 +179,7 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
         from tokenizers import Tokenizer
 
         try:
-            hf = Tokenizer.from_str(json.dumps(data))
+            hf = Tokenizer.from_str(text)  # the text as read; no need to dump `data` again
         except Exception as err:  # tokenizers raises a bare Exception for a damaged file
             raise TokenizerError(f"BPE tokenizer file {path} is damaged: {err}") from None
         return BPETokenizer(hf)
