@@ -26,6 +26,7 @@ import time
 import torch
 
 from persian_poetry.model import GPT, GPTConfig
+from persian_poetry.tokenizer import CharTokenizer
 from persian_poetry.train import PRESETS, config_with_preset
 
 
@@ -56,8 +57,10 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = config_with_preset(args.preset, batch_size=args.batch_size, dropout=args.dropout,
                              attention_dropout=args.attention_dropout)
-    # The default model's BPE has 4,096 tokens; the notebook's character tokenizer 73.
-    config = GPTConfig(vocab_size=73 if cfg.tokenizer == "char" else 4096, context_length=cfg.context_length,
+    # The notebook's text is read with the plain character tokenizer (as `train.load_data` does); the
+    # default model's BPE has 4,096 tokens.
+    vocab_size = CharTokenizer([]).vocab_size if cfg.tokenizer == "char" else 4096
+    config = GPTConfig(vocab_size=vocab_size, context_length=cfg.context_length,
                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
                        attention_dropout=cfg.attention_dropout)
     model = GPT(config)
