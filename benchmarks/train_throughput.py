@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from persian_poetry.model import GPT, GPTConfig
+from persian_poetry.model import GPT, POSITIONAL_KINDS, GPTConfig
 from persian_poetry.tokenizer import CharTokenizer
 from persian_poetry.train import PRESETS, config_with_preset
 
@@ -50,19 +50,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     ap.add_argument("--dropout", type=float, default=None, help="default: the preset's")
     ap.add_argument("--attention-dropout", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--positional", choices=POSITIONAL_KINDS, default=None, help="default: the preset's")
     ap.add_argument("--matmul-size", type=int, default=2048)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = config_with_preset(args.preset, batch_size=args.batch_size, dropout=args.dropout,
-                             attention_dropout=args.attention_dropout)
+                             attention_dropout=args.attention_dropout, positional=args.positional)
     # The notebook's text is read with the plain character tokenizer (as `train.load_data` does); the
     # default model's BPE has 4,096 tokens.
     vocab_size = CharTokenizer([]).vocab_size if cfg.tokenizer == "char" else 4096
     config = GPTConfig(vocab_size=vocab_size, context_length=cfg.context_length,
                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
-                       attention_dropout=cfg.attention_dropout)
+                       attention_dropout=cfg.attention_dropout, positional=cfg.positional)
     model = GPT(config)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -99,7 +100,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"model: {n_params / 1e6:.2f} M parameters ({config.n_layer} layers, {config.n_head} heads, "
           f"{config.n_embd} wide, context {T}), batch {B} x {T} = {B * T} tokens a step, "
-          f"dropout {config.dropout}, attention dropout {config.attention_dropout}")
+          f"dropout {config.dropout}, attention dropout {config.attention_dropout}, {config.positional} positions")
     print(f"peak float32 matmul ({args.matmul_size}x{args.matmul_size}): {peak / 1e9:.1f} GFLOP/s "
           f"(before {peak_before / 1e9:.1f}, after {peak_after / 1e9:.1f})")
     print(f"training: median step {median:.2f} s over {args.steps} steps -> {tokens_per_s:,.0f} tokens/s; "

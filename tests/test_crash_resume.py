@@ -41,6 +41,7 @@ def train_command(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "persian_poetry.cli", "train", "--data", str(data), "--out-dir", str(out),
             "--poets", "all", "--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
             "--context-length", "32", "--batch-size", "4", "--dropout", "0.1", "--attention-dropout", "0.1",
+            "--positional", "rotary",
             "--learning-rate", "3e-3", "--warmup-steps", "20", "--max-steps", str(MAX_STEPS),
             "--eval-interval", "25", "--eval-poems", "2",
             "--checkpoint-interval", "3", "--seed", "11", "--threads", "1", "--no-progress",

@@ -13,7 +13,7 @@ from persian_poetry.checkpoint import load_model
 from persian_poetry.cli import main
 from persian_poetry.engine import Engine, Sampling
 from persian_poetry.export_hf import ExportError, export_hf, hf_state_dict
-from persian_poetry.model import sinusoidal_table
+from persian_poetry.model import GPT, GPTConfig, sinusoidal_table
 from persian_poetry.text import normalize
 
 
@@ -105,3 +105,9 @@ def test_a_char_model_exports_too(tiny_model_dir, tmp_path):
 def test_a_quantized_model_is_not_exported():
     with pytest.raises(ExportError, match="quantized"):
         hf_state_dict(load_model(quantize="int8").model)
+
+
+def test_a_rotary_model_is_not_exported():
+    model = GPT(GPTConfig(vocab_size=20, context_length=8, n_layer=1, n_head=2, n_embd=8, positional="rotary"))
+    with pytest.raises(ExportError, match="rotary"):
+        hf_state_dict(model)

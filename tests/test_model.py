@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from persian_poetry.engine import Engine, Sampling, filter_logits, sample, sample_rows
-from persian_poetry.model import GPT, GPTConfig, KVCache, sinusoidal_table
+from persian_poetry.model import GPT, GPTConfig, KVCache, apply_rotary, rotary_tables, sinusoidal_table
 
 
 def small(**kw) -> GPT:
@@ -23,7 +23,7 @@ def test_sinusoidal_table_follows_the_formula():
     assert table[1, 2].item() == pytest.approx(0.0100, abs=1e-4)
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rotary"])
 def test_kv_cache_gives_the_same_logits_as_a_full_forward(positional):
     model = small(positional=positional)
     x = torch.randint(0, 50, (2, 12))
@@ -34,7 +34,8 @@ def test_kv_cache_gives_the_same_logits_as_a_full_forward(positional):
 
 
 @pytest.mark.parametrize("positional,bias,int8", [("sinusoidal", False, False), ("learned", True, False),
-                                                  ("sinusoidal", False, True)])
+                                                  ("sinusoidal", False, True), ("rotary", False, False),
+                                                  ("rotary", True, True)])
 def test_decode_step_gives_forwards_logits(positional, bias, int8):
     from persian_poetry.checkpoint import quantize_int8
 
@@ -56,10 +57,11 @@ def test_decode_step_gives_forwards_logits(positional, bias, int8):
             model.decode_step(x[:, :1], cache)
 
 
-def test_decode_step_follows_weights_changed_after_an_earlier_decode():
+@pytest.mark.parametrize("positional", ["sinusoidal", "rotary"])
+def test_decode_step_follows_weights_changed_after_an_earlier_decode(positional):
     # decode_step reads its own (in, out) copies of the weights; a training step in between must not
     # leave a later generation decoding with the old ones.
-    model = small()
+    model = small(positional=positional)
     x = torch.randint(0, 50, (2, 6))
 
     def last_step_logits():
@@ -76,8 +78,9 @@ def test_decode_step_follows_weights_changed_after_an_earlier_decode():
     assert torch.allclose(after, model(x)[0][:, 5], atol=1e-5)
 
 
-def test_attention_weights_are_causal_distributions_and_match_the_fused_path():
-    model = small()
+@pytest.mark.parametrize("positional", ["sinusoidal", "rotary"])
+def test_attention_weights_are_causal_distributions_and_match_the_fused_path(positional):
+    model = small(positional=positional)
     x = torch.randint(0, 50, (1, 10))
     fused, _, _ = model(x)
     logits, _, weights = model(x, return_weights=True)
@@ -86,6 +89,43 @@ def test_attention_weights_are_causal_distributions_and_match_the_fused_path():
     for w in weights:
         assert torch.allclose(w.sum(-1), torch.ones(1, 2, 10), atol=1e-5)
         assert torch.all(w.triu(diagonal=1) == 0)  # no token looks ahead
+
+
+def test_rotary_scores_depend_only_on_the_distance_between_tokens():
+    cos, sin = rotary_tables(64, 8)
+    torch.manual_seed(1)
+    q, k = torch.randn(1, 8), torch.randn(1, 8)
+
+    def score(m: int, n: int) -> float:
+        return (apply_rotary(q, cos[m:m + 1], sin[m:m + 1]) @ apply_rotary(k, cos[n:n + 1], sin[n:n + 1]).T).item()
+
+    assert score(10, 3) == pytest.approx(score(40, 33), abs=1e-5) == pytest.approx(score(7, 0), abs=1e-5)
+    assert score(10, 3) != pytest.approx(score(10, 4), abs=1e-3)
+    assert torch.allclose(apply_rotary(q, cos[:1], sin[:1]), q)  # position 0 is not turned
+    turned = apply_rotary(q, cos[5:6], sin[5:6])
+    assert turned.norm().item() == pytest.approx(q.norm().item(), rel=1e-6)  # a rotation keeps lengths
+
+
+def test_a_rotary_model_adds_no_position_table_and_reads_the_same_text_alike_anywhere():
+    model = small(positional="rotary")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.weight.mul_(50)  # sharp attention: at init every token is looked at alike
+    assert model.positional_encoding(0, 4) is None
+    assert not any("rotary" in name or "position" in name for name in model.state_dict())  # made, not saved
+    x = model.token_embedding(torch.randint(0, 50, (1, 6)))
+
+    def blocks_at(start: int) -> torch.Tensor:
+        h, rotary = x, (model.rotary_cos[start:start + 6], model.rotary_sin[start:start + 6])
+        for layer, block in enumerate(model.blocks):
+            h, _ = block(h, layer, rotary=rotary)
+        return h
+
+    assert torch.allclose(blocks_at(0), blocks_at(9), atol=1e-5)  # only distances between tokens count
+    plain = x
+    for layer, block in enumerate(model.blocks):
+        plain, _ = block(plain, layer)
+    assert not torch.allclose(blocks_at(0), plain, atol=1e-4)
 
 
 def test_output_weights_are_tied_and_loss_ignores_minus_one():
@@ -104,7 +144,9 @@ def test_config_and_context_errors():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="positional"):
-        GPTConfig(positional="rotary")
+        GPTConfig(positional="alibi")
+    with pytest.raises(ValueError, match="even head size"):
+        GPTConfig(n_embd=6, n_head=2, positional="rotary")
     with pytest.raises(ValueError, match="context length"):
         small()(torch.zeros(1, 25, dtype=torch.long))
     assert GPTConfig.from_dict({"n_layer": 3, "from_the_future": 1}).n_layer == 3
@@ -182,3 +224,4 @@ def test_attention_dropout_is_its_own_rate_and_only_in_training():
     assert attention.attention_dropout == 0.5 and small(dropout=0.5).blocks[0].attn.attention_dropout == 0.0
     # Configs written before the field existed load with no attention dropout.
     assert GPTConfig.from_dict({"vocab_size": 50, "dropout": 0.1}).attention_dropout == 0.0
+

@@ -124,7 +124,7 @@ def test_each_missing_file_is_named(copy, tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"{", b"[1, 2]", b"\xff\xfe\x00garbage", b'{"format_version": 1}',
                                      b'{"model": "six layers"}', b'{"model": {"n_head": 0}}',
-                                     b'{"model": {"positional": "rotary"}}', b'{"model": {"n_embd": "wide"}}'])
+                                     b'{"model": {"positional": "alibi"}}', b'{"model": {"n_embd": "wide"}}'])
 def test_a_bad_config_is_refused_by_name(copy, content):
     directory = copy()
     (directory / CONFIG).write_bytes(content)

@@ -64,7 +64,8 @@ def test_time_budget_stops_the_run_and_shapes_the_schedule(corpus_path, tmp_path
 def test_presets_and_cli_options_name_real_config_fields():
     names = {f for f in TrainConfig.__dataclass_fields__}
     assert set(TRAIN_OPTIONS) <= names
-    assert config_with_preset("notebook").dropout == 0.1 and config_with_preset("notebook").attention_dropout == 0.0
+    notebook = config_with_preset("notebook")
+    assert (notebook.dropout, notebook.attention_dropout, notebook.positional) == (0.2, 0.0, "rotary")
     assert config_with_preset("notebook", dropout=0.3).dropout == 0.3  # options override the preset
     with pytest.raises(ValueError, match="choose from"):
         config_with_preset("nope")

@@ -26,7 +26,7 @@ _EXPORTS = {
     "Controls": "controls",
     "read_jsonl": "corpus", "read_plain_text": "corpus", "split_of": "corpus", "CLASSICAL_POETS": "corpus",
     "CorpusPoem": "corpus",
-    "GPT": "model", "GPTConfig": "model", "sinusoidal_table": "model",
+    "GPT": "model", "GPTConfig": "model", "sinusoidal_table": "model", "rotary_tables": "model",
     "Engine": "engine", "Sampling": "engine",
     "TrainConfig": "train", "train": "train", "config_with_preset": "train",
     "EvalResult": "evaluate", "evaluate_file": "evaluate", "evaluate_split": "evaluate",

@@ -477,6 +477,7 @@ def cmd_explain(args) -> int:
 
     from . import explain
     from .checkpoint import load_model
+    from .errors import PoetryError
 
     torch.set_num_threads(1)
     step, as_json = args.explain_command, args.json
@@ -495,6 +496,9 @@ def cmd_explain(args) -> int:
             from .explain_plots import plot_positional
 
             config = load_model(args.model).config
+            if config.positional == "rotary":
+                raise PoetryError("this model has rotary positions (it turns queries and keys, adds no table); "
+                                  "plot the sinusoidal table with a model that adds one, e.g. the default model")
             plot_positional(explain.positional_table(config.context_length, config.n_embd), args.plot,
                             scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
             print(f"heat map written to {args.plot}", file=sys.stderr)

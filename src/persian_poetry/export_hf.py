@@ -61,6 +61,8 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     if type(model.lm_head) is not torch.nn.Linear:
         raise ExportError("a quantized model cannot be exported; load it without quantization")
     c = model.config
+    if c.positional == "rotary":
+        raise ExportError("a model with rotary positions cannot be exported: GPT-2 only adds a position table")
 
     def bias_of(linear: torch.nn.Linear | torch.nn.LayerNorm) -> torch.Tensor:
         if linear.bias is not None:

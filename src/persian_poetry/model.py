@@ -1,6 +1,6 @@
-"""The GPT: token embedding + positional encoding, pre-LayerNorm transformer blocks of masked
-multi-head self-attention and a GELU feed-forward, a final LayerNorm and an output layer that
-shares its weights with the token embedding.
+"""The GPT: token embedding + positional encoding (or rotary positions on queries and keys),
+pre-LayerNorm transformer blocks of masked multi-head self-attention and a GELU feed-forward, a
+final LayerNorm and an output layer that shares its weights with the token embedding.
 
 Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D head size.
 """
@@ -15,6 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+POSITIONAL_KINDS = ("sinusoidal", "learned", "rotary")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 512
@@ -26,14 +29,20 @@ class GPTConfig:
     # On the attention weights. Kept apart because on a CPU it is costly: with it, attention leaves
     # the fused kernel for the spelled-out one (0.66 vs 0.45 s a step for the notebook preset).
     attention_dropout: float = 0.0
-    positional: str = "sinusoidal"  # "sinusoidal" (the seed's formula) or "learned"
+    # "sinusoidal" (the seed's formula, added to the embeddings), "learned" (a trained table, added)
+    # or "rotary" (RoPE: queries and keys turned by an angle that grows with position, so attention
+    # scores depend on how far apart two tokens are, not on where they stand).
+    positional: str = "sinusoidal"
     bias: bool = False
 
     def __post_init__(self):
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"positional must be 'sinusoidal' or 'learned', not {self.positional!r}")
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(f"positional must be one of {', '.join(map(repr, POSITIONAL_KINDS))}, "
+                             f"not {self.positional!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.positional == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, not {self.n_embd // self.n_head}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +63,23 @@ def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(angle)
     table[:, 1::2] = torch.cos(angle[:, : dim // 2])
     return table.float()
+
+
+def rotary_tables(positions: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (positions, head_dim / 2), of the angles pos / base^(2i/head_dim): the
+    sinusoidal table's angles, used to turn each pair (x_i, x_{i + D/2}) of a query or key."""
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]
+    angle = pos / torch.pow(base, torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    return torch.cos(angle).float(), torch.sin(angle).float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., T, D) turned by the angles of its T positions (cos, sin: (T, D/2)). The dot product
+    of a query at position m with a key at n then depends only on m - n."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast: keep q, k and v one type
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
 class KVCache:
@@ -126,14 +152,18 @@ class _DecodeWeights:
         self.lm_head, per_block = linears[0], linears[1:]
         self.blocks = [tuple(per_block[i:i + 4]) for i in range(0, len(per_block), 4)]  # qkv, proj, up, down
         positions = model.positional_encoding(0, model.config.context_length)
-        self.positions = positions.detach().clone()
+        self.positions = positions.detach().clone() if positions is not None else None
 
     @staticmethod
     def key(model: "GPT") -> tuple:
         modules = _linears(model)
         tensors = [t for m in modules if type(m) is nn.Linear for t in (m.weight, m.bias) if t is not None]
-        tensors.append(model.position_embedding.weight if model.config.positional == "learned"
-                       else model.position_table)
+        if model.config.positional == "learned":
+            tensors.append(model.position_embedding.weight)
+        elif model.config.positional == "rotary":
+            tensors += [model.rotary_cos, model.rotary_sin]
+        else:
+            tensors.append(model.position_table)
         return tuple(map(id, modules)) + tuple((t.data_ptr(), t._version) for t in tensors)
 
 
@@ -145,10 +175,13 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x, layer: int, cache: KVCache | None = None, return_weights: bool = False):
+    def forward(self, x, layer: int, cache: KVCache | None = None, return_weights: bool = False,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # the cache keeps turned keys
         past = 0
         if cache is not None:
             past = cache.length
@@ -194,8 +227,8 @@ class Block(nn.Module):
         self.ff = FeedForward(config)
         self.dropout = _dropout(config.dropout)
 
-    def forward(self, x, layer: int, cache=None, return_weights=False):
-        a, weights = self.attn(self.ln1(x), layer, cache, return_weights)
+    def forward(self, x, layer: int, cache=None, return_weights=False, rotary=None):
+        a, weights = self.attn(self.ln1(x), layer, cache, return_weights, rotary)
         x = x + self.dropout(a)
         x = x + self.ff(self.ln2(x))
         return x, weights
@@ -208,6 +241,10 @@ class GPT(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
         if config.positional == "learned":
             self.position_embedding = nn.Embedding(config.context_length, config.n_embd)
+        elif config.positional == "rotary":
+            cos, sin = rotary_tables(config.context_length, config.n_embd // config.n_head)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
         else:
             # A buffer, not a parameter: the formula fixes it. Not saved with the weights.
             self.register_buffer("position_table", sinusoidal_table(config.context_length, config.n_embd),
@@ -241,7 +278,11 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def positional_encoding(self, start: int, length: int) -> torch.Tensor:
+    def positional_encoding(self, start: int, length: int) -> torch.Tensor | None:
+        """What is added to the token embeddings of positions start..start+length-1; None for
+        rotary positions, which turn queries and keys instead."""
+        if self.config.positional == "rotary":
+            return None
         if self.config.positional == "learned":
             pos = torch.arange(start, start + length, device=self.token_embedding.weight.device)
             return self.position_embedding(pos)
@@ -263,16 +304,26 @@ class GPT(nn.Module):
         if cache.decode_weights is None:
             cache.decode_weights = self._decode_weights()
         weights = cache.decode_weights
-        x = F.embedding(idx.view(B), self.token_embedding.weight) + weights.positions[cache.length]  # (B, C)
+        x = F.embedding(idx.view(B), self.token_embedding.weight)  # (B, C)
+        if weights.positions is not None:
+            x = x + weights.positions[cache.length]
+        rotary = self._rotary(cache.length, 1)
         for layer, block in enumerate(self.blocks):
             qkv, proj, up, down = weights.blocks[layer]
             h = _layer_norm(block.ln1, x)
             q, k, v = qkv(h).view(B, 3, H, 1, C // H).unbind(1)  # each (B, H, 1, D)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             k, v = cache.append(layer, k, v)
             x = x + proj(F.scaled_dot_product_attention(q, k, v).view(B, C))
             x = x + down(F.gelu(up(_layer_norm(block.ln2, x))))
         cache.length += 1
         return weights.lm_head(_layer_norm(self.ln_f, x))
+
+    def _rotary(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.config.positional != "rotary":
+            return None
+        return self.rotary_cos[start:start + length], self.rotary_sin[start:start + length]
 
     def _decode_weights(self) -> "_DecodeWeights":
         # Rebuilt when a weight changed (an optimizer step, load_state_dict, .to(), quantization):
@@ -294,11 +345,15 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"{start + T} tokens exceed the context length {self.config.context_length}")
-        x = self.token_embedding(idx) + self.positional_encoding(start, T)  # (B, T, C)
+        x = self.token_embedding(idx)  # (B, T, C)
+        positions = self.positional_encoding(start, T)
+        if positions is not None:
+            x = x + positions
         x = self.dropout(x)
+        rotary = self._rotary(start, T)
         all_weights = []
         for layer, block in enumerate(self.blocks):
-            x, weights = block(x, layer, cache, return_weights)
+            x, weights = block(x, layer, cache, return_weights, rotary)
             all_weights.append(weights)
         if cache is not None:
             cache.length += T

@@ -14,7 +14,7 @@ TRAIN_OPTIONS: dict[str, tuple[type, str]] = {
     "context_length": (int, "token limit of the model"),
     "dropout": (float, "dropout rate of embeddings and residual branches"),
     "attention_dropout": (float, "dropout rate of attention weights (slow on a CPU)"),
-    "positional": (str, "'sinusoidal' or 'learned'"),
+    "positional": (str, "'sinusoidal', 'learned' or 'rotary'"),
     "batch_size": (int, "sequences per step (per process)"),
     "learning_rate": (float, "peak learning rate"),
     "min_learning_rate": (float, "learning rate at the end of the cosine decay"),
