@@ -54,22 +54,25 @@ class GPTConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def _position_angles(positions: int, dim: int) -> torch.Tensor:
+    """pos / 10000^(2i/dim) for every position and every i < dim / 2: (positions, ceil(dim / 2)), float64."""
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]
+    return pos / torch.pow(10000.0, torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+
 def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)); (positions, dim)."""
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]
-    two_i = torch.arange(0, dim, 2, dtype=torch.float64)
-    angle = pos / torch.pow(10000.0, two_i / dim)
+    angle = _position_angles(positions, dim)
     table = torch.zeros(positions, dim, dtype=torch.float64)
     table[:, 0::2] = torch.sin(angle)
     table[:, 1::2] = torch.cos(angle[:, : dim // 2])
     return table.float()
 
 
-def rotary_tables(positions: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, each (positions, head_dim / 2), of the angles pos / base^(2i/head_dim): the
-    sinusoidal table's angles, used to turn each pair (x_i, x_{i + D/2}) of a query or key."""
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]
-    angle = pos / torch.pow(base, torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+def rotary_tables(positions: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (positions, head_dim / 2), of the sinusoidal table's angles, used to turn
+    each pair (x_i, x_{i + D/2}) of a query or key."""
+    angle = _position_angles(positions, head_dim)
     return torch.cos(angle).float(), torch.sin(angle).float()
 
 
