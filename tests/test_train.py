@@ -40,6 +40,17 @@ def test_resume_continues_where_it_stopped(corpus_path, tmp_path):
     assert load_training_state(tmp_path / "checkpoint.pt")["step"] == 20
 
 
+def test_the_report_names_the_commit_the_run_started_from(corpus_path, tmp_path, monkeypatch):
+    """A commit made while a long run trains must not be credited with the run."""
+    from persian_poetry import report as reporting
+
+    commits = iter(["started-here", "committed-later"])
+    monkeypatch.setattr(reporting, "git_commit", lambda: next(commits))
+    report = train(tiny_config(corpus_path, tmp_path, max_steps=2, eval_interval=2), command_line=["test"])
+    assert report["git_commit"] == "started-here"
+    assert json.loads((tmp_path / "model" / "report.json").read_text())["git_commit"] == "started-here"
+
+
 def test_same_seed_same_weights(corpus_path, tmp_path):
     digests = []
     for run in ("a", "b"):
@@ -66,6 +77,7 @@ def test_presets_and_cli_options_name_real_config_fields():
     assert set(TRAIN_OPTIONS) <= names
     notebook = config_with_preset("notebook")
     assert (notebook.dropout, notebook.attention_dropout, notebook.positional) == (0.2, 0.0, "rotary")
+    assert notebook.learning_rate == 4e-3
     assert config_with_preset("notebook", dropout=0.3).dropout == 0.3  # options override the preset
     with pytest.raises(ValueError, match="choose from"):
         config_with_preset("nope")

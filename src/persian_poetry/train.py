@@ -76,10 +76,11 @@ PRESETS: dict[str, dict] = {
     # Rotary positions learn far faster here than the added table, and then overfit the verse sooner,
     # so dropout 0.2 (at 0.1 the val loss stopped falling by step 2,000). Dropout on the residual
     # branches only: on a CPU, dropout on the attention weights took a third of each step. Val
-    # every 500 steps: each pass over the val text costs steps. (BENCHMARKS.md, sessions 7-8.)
+    # every 500 steps: each pass over the val text costs steps. Learning rate 4e-3: with only a few
+    # thousand steps in the budget, 3e-3 was behind at every validation. (BENCHMARKS.md, sessions 7-9.)
     "notebook": dict(data=str(SHARED_DATA / "seed" / "hafez_khayyam.txt"), tokenizer="char", out_dir="runs/notebook",
                      n_layer=4, n_head=4, n_embd=128, context_length=256, dropout=0.2, attention_dropout=0.0,
-                     positional="rotary", batch_size=16, learning_rate=3e-3, min_learning_rate=1e-4,
+                     positional="rotary", batch_size=16, learning_rate=4e-3, min_learning_rate=1e-4,
                      warmup_steps=100, max_steps=1_000_000, time_budget=1800, eval_interval=500,
                      checkpoint_interval=500),
     # The shipped default model: classical poets of Ganjoor, BPE tokenizer.
@@ -184,6 +185,7 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     """Train a model as `cfg` says; returns the report (also written to cfg.out_dir)."""
     from . import report as reporting
 
+    code_commit = reporting.git_commit()  # now: the checkout may change while a long run trains
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     device = pick_device(cfg.device)
@@ -297,7 +299,7 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
         final = validate(None)
         model_dir = out_dir / "model"
         report = reporting.build_report(cfg, command_line, model, final, history, tokens_seen, step, elapsed,
-                                        data_hash, poets, device, world)
+                                        data_hash, poets, device, world, commit=code_commit)
         save_model_dir(model_dir, model, tokenizer, metre_names, extra={"training": reporting.summary(report)})
         reporting.write_report(model_dir, report)
     if ddp:
