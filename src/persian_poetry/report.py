@@ -53,15 +53,15 @@ def weights_digest(model) -> str:
 
 
 def build_report(cfg, command_line, model, final, history, tokens_seen, steps, elapsed, data_hash, poets,
-                 device, world_size, commit: str | None = None) -> dict:
-    """`commit`: the code's commit when training started (a commit made during a long run must not be
-    credited with it); looked up now if not given."""
+                 device, world_size, commit: str | None) -> dict:
+    """`commit`: `git_commit()` taken when training started (a commit made during a long run must not be
+    credited with it)."""
     raw = getattr(model, "module", model)
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": command_line if command_line is not None else sys.argv,
         "seed": cfg.seed,
-        "git_commit": commit if commit is not None else git_commit(),
+        "git_commit": commit,
         "data": {"path": cfg.data, "sha256": data_hash, "poets": poets},
         "config": asdict(cfg),
         "model": {**raw.config.to_dict(), "parameters": raw.num_parameters()},
