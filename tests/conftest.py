@@ -103,6 +103,16 @@ def untrained_poetry():
     return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
 
 
+def wait_until(predicate, what: str, seconds: float = 120.0):
+    """Poll `predicate` until it gives a true value, and return that. The limit only guards against
+    a hang: CI machines run this suite up to three times slower than a quiet laptop."""
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"waited {seconds:.0f} s for {what}"
+        time.sleep(0.05)
+    return value
+
+
 @contextmanager
 def live_server(app):
     """The app under uvicorn on a free loopback port, in a thread; yields the port. (TestClient
@@ -111,13 +121,13 @@ def live_server(app):
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    config = uvicorn.Config(app, log_level="warning")
+    config.load()  # its imports happen here, not inside the wait below (a cold CI disk took > 30 s)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
+    assert server.started, "the server thread ended before it started serving"
     try:
         yield sock.getsockname()[1]
     finally:

@@ -8,7 +8,6 @@ vocabulary and the poem structure are real, and it writes a poem in well under a
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from persian_poetry.model import sinusoidal_table
 from persian_poetry.server import MAX_TEXT_CHARS, create_app
 from persian_poetry.text import normalize
 
-from conftest import live_url, untrained_poetry
+from conftest import live_url, untrained_poetry, wait_until
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 
@@ -175,16 +174,6 @@ def test_page_script_and_font_are_served_offline(client):
     assert font.status_code == 200 and font.content[:4] == b"wOF2"
 
 
-def wait_for(predicate, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_a_full_server_answers_503_and_a_client_that_hangs_up_stops_its_poem(poetry):
     app = create_app(poetry, workers=1, queue=0)  # one poem in flight at most
     long_poem = {"couplets": 40, "seed": 5, "free": True}
@@ -194,16 +183,15 @@ def test_a_full_server_answers_503_and_a_client_that_hangs_up_stops_its_poem(poe
             lines = stream.iter_lines()
             assert next(lines) == "event: start"
             assert next(line for line in lines if line.startswith("event: ")) == "event: text"
-            # The poem is being written in a worker thread; the event loop still answers at once.
-            started = time.perf_counter()
+            # The poem is being written in a worker thread; the event loop answers while it is.
             health = http.get("/healthz").json()
-            assert time.perf_counter() - started < 2.0
             assert health["in_flight"] == 1 and health["limit"] == 1
             busy = http.post("/api/generate", json={"couplets": 1, "free": True})
             assert busy.status_code == 503
             assert int(busy.headers["Retry-After"]) >= 1 and "retry" in busy.json()["message"]
         # The stream is closed before the poem's end: the worker must notice and stop.
-        health = wait_for(lambda: (h := http.get("/healthz").json())["in_flight"] == 0 and h)
+        health = wait_until(lambda: (h := http.get("/healthz").json())["in_flight"] == 0 and h,
+                            "no poem in flight")
         assert health["cancelled"] == 1 and health["served"] == 0 and health["refused"] == 1
         assert http.post("/api/generate", json={"couplets": 1, "free": True}).status_code == 200
         assert http.get("/healthz").json()["served"] == 1

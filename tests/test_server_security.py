@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 import threading
-import time
 
 import pytest
 import torch
@@ -31,7 +30,7 @@ from persian_poetry.server import (
     serve,
 )
 
-from conftest import live_server, untrained_poetry
+from conftest import live_server, untrained_poetry, wait_until
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
@@ -121,12 +120,11 @@ def test_the_limit_is_in_the_schema(client):
 
 
 def test_a_declared_length_over_the_limit_is_refused_unread(port):
-    # Ten gigabytes announced, none sent: the answer comes at once, without waiting for them.
-    started = time.perf_counter()
+    # Ten gigabytes announced, none sent: a server that waited for them would never answer, and
+    # raw_http's socket would time out instead of reading the refusal.
     status, body = raw_http(port, "POST /api/scan HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
                                   "Content-Length: 10000000000\n")
     assert status == 413 and b"over the limit" in body
-    assert time.perf_counter() - started < 5
 
 
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(port):
@@ -288,10 +286,8 @@ def test_a_queued_poem_whose_client_left_frees_its_place_at_once(poetry, monkeyp
                     assert next(second_lines) == "event: start"
                     assert http.get("/healthz").json()["in_flight"] == 2
                 # The second client has gone while its poem was still queued.
-                deadline = time.monotonic() + 10
-                while (health := http.get("/healthz").json())["in_flight"] != 1:
-                    assert time.monotonic() < deadline, health
-                    time.sleep(0.05)
+                health = wait_until(lambda: (h := http.get("/healthz").json())["in_flight"] == 1 and h,
+                                    "one poem in flight")
                 assert health["cancelled"] == 1
                 with http.stream("POST", "/api/generate", json=poem) as third:
                     assert third.status_code == 200  # queued, not refused
