@@ -76,7 +76,7 @@ def test_presets_and_cli_options_name_real_config_fields():
     names = {f for f in TrainConfig.__dataclass_fields__}
     assert set(TRAIN_OPTIONS) <= names
     notebook = config_with_preset("notebook")
-    assert (notebook.dropout, notebook.attention_dropout, notebook.positional) == (0.2, 0.0, "rotary")
+    assert (notebook.dropout, notebook.attention_dropout, notebook.positional) == (0.25, 0.0, "rotary")
     assert notebook.learning_rate == 4e-3
     assert config_with_preset("notebook", dropout=0.3).dropout == 0.3  # options override the preset
     with pytest.raises(ValueError, match="choose from"):
