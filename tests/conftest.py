@@ -122,7 +122,7 @@ def live_server(app):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, log_level="warning")
-    config.load()  # its imports happen here, not inside the wait below (a cold CI disk took > 30 s)
+    config.load()  # its imports happen here, outside the wait below (on CI the wait once ran past 30 s)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
