@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from persian_poetry.corpus import CLASSICAL_POETS, read_jsonl  # noqa: E402
+from persian_poetry.data.corpus import CLASSICAL_POETS, read_jsonl  # noqa: E402
 
 
 def poem_text(poem) -> str:

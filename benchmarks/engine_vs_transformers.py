@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from persian_poetry.checkpoint import load_model
-from persian_poetry.engine import Engine, Sampling
-from persian_poetry.export_hf import export_hf
+from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.gpt.export_hf import export_hf
+from persian_poetry.writing.bundle import load_model
 
 
 def timed(fn) -> tuple[float, float]:

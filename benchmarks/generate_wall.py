@@ -47,8 +47,8 @@ def breakdown() -> str:
     code = (
         "import time; t0 = time.perf_counter()\n"
         "import torch; t1 = time.perf_counter(); torch.set_num_threads(1)\n"
-        "from persian_poetry.checkpoint import load_model\n"
-        "from persian_poetry.generate import PoemRequest, write_poem; t2 = time.perf_counter()\n"
+        "from persian_poetry.writing.bundle import load_model\n"
+        "from persian_poetry.writing.generate import PoemRequest, write_poem; t2 = time.perf_counter()\n"
         "poetry = load_model(); t3 = time.perf_counter()\n"
         "poem = write_poem(poetry, PoemRequest(poet='hafez', form='ghazal', couplets=7, seed=1)); t4 = time.perf_counter()\n"
         "print(f'import torch {t1 - t0:.2f} s, our modules {t2 - t1:.2f} s, load_model {t3 - t2:.2f} s, '\n"

@@ -22,9 +22,9 @@ import json
 
 from metre_label_audit import predict_poem_metres
 
-from persian_poetry.corpus import read_jsonl
-from persian_poetry.metres import load_catalogue
-from persian_poetry.scansion import scan_hemistich
+from persian_poetry.data.corpus import read_jsonl
+from persian_poetry.prosody.metres import load_catalogue
+from persian_poetry.prosody.scansion import scan_hemistich
 
 LABEL_AT_MOST = 0.2
 PREDICTION_AT_LEAST = 0.8

@@ -32,9 +32,10 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from persian_poetry.corpus import read_jsonl
-from persian_poetry.metres import load_catalogue
-from persian_poetry.prosody import combined_scores, evaluate_prosody
+from persian_poetry.data.corpus import read_jsonl
+from persian_poetry.prosody.evaluate import evaluate_prosody
+from persian_poetry.prosody.metres import load_catalogue
+from persian_poetry.prosody.scan import combined_scores
 
 
 def predict_poem_metres(poems) -> list[int]:
@@ -94,7 +95,7 @@ def main() -> None:
             mark = " (flagged)" if a["flagged"] else ""
             print(f"| {poet}{mark} | {a['audited_poems']} | {a['own_label']:.1%} | {a['previous_label']:.1%} "
                   f"| {a['next_label']:.1%} |")
-    print(f"(poets not listed agree with their own labels at least 95% of the time)")
+    print("(poets not listed agree with their own labels at least 95% of the time)")
 
     results = {"all poets": evaluate_prosody(args.data, "test", progress=False)}
     if flagged:

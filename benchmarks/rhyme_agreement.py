@@ -30,8 +30,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from persian_poetry.corpus import read_jsonl
-from persian_poetry.rhyme import analyze_rhyme, rhyme_key
+from persian_poetry.data.corpus import read_jsonl
+from persian_poetry.prosody.rhyme import analyze_rhyme, rhyme_key
 
 _EQUAL = str.maketrans({"ذ": "د", "ا": "ی", "پ": "ب"})
 

@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from persian_poetry.corpus import read_labelled
-from persian_poetry.metres import RUBAI_ID, load_catalogue
-from persian_poetry.scansion import scan_poem
+from persian_poetry.data.corpus import read_labelled
+from persian_poetry.prosody.metres import RUBAI_ID, load_catalogue
+from persian_poetry.prosody.scansion import scan_poem
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ganjoor" / "poems.jsonl.gz"
 

@@ -17,8 +17,8 @@ import os
 import time
 from pathlib import Path
 
-from persian_poetry.corpus import poem_from_ganjoor, split_of
-from persian_poetry.scansion import _compiled, scan_hemistich
+from persian_poetry.data.corpus import poem_from_ganjoor, split_of
+from persian_poetry.prosody.scansion import _compiled, scan_hemistich
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ganjoor" / "poems.jsonl.gz"
 FALLBACK = [

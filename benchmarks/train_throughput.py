@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from persian_poetry.model import GPT, POSITIONAL_KINDS, GPTConfig
-from persian_poetry.tokenizer import CharTokenizer
-from persian_poetry.train import PRESETS, config_with_preset
+from persian_poetry.data.tokenizer import CharTokenizer
+from persian_poetry.gpt.config import PRESETS, config_with_preset
+from persian_poetry.gpt.model import GPT, POSITIONAL_KINDS, GPTConfig
 
 
 def peak_matmul_flops(size: int, repeats: int) -> float:

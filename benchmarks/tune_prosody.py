@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from persian_poetry.classifier import labelled_hemistichs  # noqa: E402
-from persian_poetry.metres import load_catalogue  # noqa: E402
-from persian_poetry.prosody import combined_scores  # noqa: E402
-from persian_poetry.scansion import scan_hemistich  # noqa: E402
+from persian_poetry.prosody.classifier import labelled_hemistichs  # noqa: E402
+from persian_poetry.prosody.metres import load_catalogue  # noqa: E402
+from persian_poetry.prosody.scan import combined_scores  # noqa: E402
+from persian_poetry.prosody.scansion import scan_hemistich  # noqa: E402
 
 
 def main() -> None:

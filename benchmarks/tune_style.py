@@ -14,9 +14,9 @@ import json
 
 import torch
 
-from persian_poetry.checkpoint import load_model
-from persian_poetry.evaluate_generation import evaluate_generation, read_train_text
-from persian_poetry.poet import load_poet_classifier
+from persian_poetry.judges.evaluate_generation import evaluate_generation, read_train_text
+from persian_poetry.judges.poet import load_poet_classifier
+from persian_poetry.writing.bundle import load_model
 
 
 def main() -> None:

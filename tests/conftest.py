@@ -55,7 +55,7 @@ def corpus_path(tmp_path_factory) -> Path:
 
 
 def tiny_config(corpus: Path, out_dir: Path, **overrides):
-    from persian_poetry.train import TrainConfig
+    from persian_poetry.gpt.config import TrainConfig
 
     values = dict(data=str(corpus), out_dir=str(out_dir), poets="all", tokenizer="char", n_layer=2, n_head=2,
                   n_embd=32, context_length=64, batch_size=8, learning_rate=3e-3, min_learning_rate=3e-4,
@@ -67,7 +67,7 @@ def tiny_config(corpus: Path, out_dir: Path, **overrides):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(corpus_path, tmp_path_factory) -> Path:
-    from persian_poetry.train import train
+    from persian_poetry.gpt.train import train
 
     out = tmp_path_factory.mktemp("tiny")
     train(tiny_config(corpus_path, out), command_line=["test"])
@@ -79,7 +79,7 @@ def client(poetry):
     """A TestClient of the app around the requesting module's `poetry` fixture (the server tests')."""
     from fastapi.testclient import TestClient
 
-    from persian_poetry.server import create_app
+    from persian_poetry.serve.app import create_app
 
     with TestClient(create_app(poetry)) as c:
         yield c
@@ -90,17 +90,17 @@ def untrained_poetry():
     server's and the API's tests get real poem structure at the cost of no training."""
     import torch
 
-    from persian_poetry.checkpoint import DEFAULT_MODEL_DIR, PoetryModel
-    from persian_poetry.controls import Controls
-    from persian_poetry.model import GPT, GPTConfig
-    from persian_poetry.tokenizer import load_tokenizer
+    from persian_poetry.assets import DEFAULT_MODEL_DIR
+    from persian_poetry.data.tokenizer import load_tokenizer
+    from persian_poetry.gpt.model import GPT, GPTConfig
+    from persian_poetry.writing.bundle import PoetryModel
 
     tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     metres = {int(k): v for k, v in config["metres"].items()}
-    return PoetryModel(model, tokenizer, Controls.from_special_tokens(tokenizer.special_tokens), metres)
+    return PoetryModel(model, tokenizer, metres)
 
 
 def wait_until(predicate, what: str, seconds: float = 120.0):

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import live_url
 
 CHROMIUM = "/usr/bin/chromium"
@@ -21,7 +20,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def url():
-    from persian_poetry.server import create_app
+    from persian_poetry.serve.app import create_app
 
     with live_url(create_app()) as base:  # the shipped model
         yield base

@@ -45,7 +45,7 @@ def test_evaluate_json_and_train_tokenizer(tiny_model_dir, corpus_path, tmp_path
     out = tmp_path / "bpe.json"
     assert main(["train-tokenizer", "--data", str(corpus_path), "--poets", "all", "--vocab-size", "300",
                  "--out", str(out)]) == 0
-    from persian_poetry.tokenizer import load_tokenizer
+    from persian_poetry.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(out)
     assert tok.kind == "bpe" and tok.vocab_size == 300 and "<|poet:hafez|>" in tok.special_tokens

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from persian_poetry.corpus import CorpusWarning, Poem, poem_from_ganjoor, read_jsonl, read_plain_text, split_of
+from persian_poetry.data.corpus import CorpusWarning, Poem, poem_from_ganjoor, read_jsonl, read_plain_text, split_of
 from persian_poetry.text import ZWNJ
 
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-
 from conftest import ganjoor_record, hafez_ghazals
-from persian_poetry.checkpoint import load_training_state, save_training_state
-from persian_poetry.model import GPT, GPTConfig
+
+from persian_poetry.gpt.checkpoint import load_training_state, save_training_state
+from persian_poetry.gpt.model import GPT, GPTConfig
 
 MAX_STEPS = 400  # room for every kind of kill even when the startup kill lands late
 TMP_GLOB = ".checkpoint.pt.*.tmp"
@@ -193,7 +193,8 @@ def test_a_run_killed_during_its_final_save_finishes_the_same(tmp_path):
     """Killed after the last step's checkpoint but before the model directory was written: the
     resumed run trains no further and writes the same model and history (last loss included)."""
     from conftest import tiny_config
-    from persian_poetry.train import train
+
+    from persian_poetry.gpt.train import train
 
     data = write_corpus(tmp_path / "poems.jsonl")
     config = dict(max_steps=6, eval_interval=3, checkpoint_interval=3, dropout=0.1, context_length=32)

@@ -1,17 +1,19 @@
+
 """Poems as token ids: the encoded layout, training windows, and the corpus cache."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import persian_poetry.dataset as dataset
-from persian_poetry.controls import BEYT, BODY, END, HEMI, POEM, RHYME, Controls
-from persian_poetry.corpus import Poem, read_jsonl, split_of
-from persian_poetry.dataset import (
+import persian_poetry.data.dataset as dataset
+from persian_poetry.data.controls import BEYT, BODY, END, HEMI, POEM, RHYME, Controls
+from persian_poetry.data.corpus import Poem, read_jsonl, split_of
+from persian_poetry.data.dataset import (
     BODY_LEN,
     CHARS,
     HEADER,
@@ -22,8 +24,8 @@ from persian_poetry.dataset import (
     load_corpus_splits,
     split_plain_text,
 )
+from persian_poetry.data.tokenizer import CharTokenizer
 from persian_poetry.text import normalize
-from persian_poetry.tokenizer import CharTokenizer
 
 VERSES = [
     "بیا تا گل برافشانیم و می در ساغر اندازیم", "فلک را سقف بشکافیم و طرحی نو دراندازیم",
@@ -252,7 +254,7 @@ def done_files(cache: Path) -> list[Path]:
 def test_load_corpus_splits_encodes_each_split(corpus_file, tmp_path):
     tok = corpus_tokenizer(corpus_file)
     splits, data_hash, _, _ = load_corpus_splits(corpus_file, tok, cache_dir=tmp_path / "cache", progress=False)
-    assert data_hash == dataset.file_sha256(corpus_file)
+    assert data_hash == hashlib.sha256(corpus_file.read_bytes()).hexdigest()
     assert set(splits) == {"train", "val", "test"}
     poems = list(read_jsonl(corpus_file))
     controls = Controls.from_special_tokens(tok.special_tokens)

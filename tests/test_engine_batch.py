@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from persian_poetry.checkpoint import load_model
-from persian_poetry.engine import Engine, Sampling
+from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.writing.bundle import load_model
 
 GREEDY = Sampling(temperature=1.0, top_k=1, top_p=1.0)
 

@@ -1,12 +1,18 @@
 """The judges of evaluate-generation, on real verse and on hand-made cases."""
 
 import numpy as np
-
-from persian_poetry.evaluate_generation import (TrainText, _window_hashes, distinct_2, longest_shared_run,
-                                                make_requests, score_poem, summarize)
-from persian_poetry.generate import PoemRequest
-
 from conftest import hafez_ghazals
+
+from persian_poetry.judges.evaluate_generation import (
+    TrainText,
+    _window_hashes,
+    distinct_2,
+    longest_shared_run,
+    make_requests,
+    score_poem,
+    summarize,
+)
+from persian_poetry.writing.generate import PoemRequest
 
 GHAZAL_1 = hafez_ghazals()[0]  # الا یا ایها الساقی ...: هزج مثمن سالم (Ganjoor metre 2), rhyme "ها"
 

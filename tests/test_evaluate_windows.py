@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from persian_poetry.evaluate import scoring_windows
+from persian_poetry.gpt.evaluate import scoring_windows
 
 BODY_BASE = 1000  # body token k has id BODY_BASE + k; header tokens are 0..hl-1: every id says its place
 

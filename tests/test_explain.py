@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from persian_poetry import explain
-from persian_poetry.checkpoint import PoetryModel, load_model
 from persian_poetry.cli import main
-from persian_poetry.controls import Controls
-from persian_poetry.engine import Engine, Sampling
+from persian_poetry.data.controls import Controls
+from persian_poetry.data.tokenizer import CharTokenizer
 from persian_poetry.errors import PoetryError
-from persian_poetry.model import GPT, GPTConfig, sinusoidal_table
+from persian_poetry.explain import lesson as explain
+from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.gpt.model import GPT, GPTConfig, sinusoidal_table
 from persian_poetry.text import normalize
-from persian_poetry.tokenizer import CharTokenizer
+from persian_poetry.writing.bundle import PoetryModel, load_model
 
 HEMISTICH = "الا یا ایها الساقی ادر کاسا و ناولها"
 
@@ -37,7 +37,7 @@ def small_poetry() -> PoetryModel:
     controls = Controls(("hafez",), ("ghazal",), (1,))
     tok = CharTokenizer(controls.special_tokens())
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, n_layer=1, n_head=2, n_embd=16)).eval()
-    return PoetryModel(model, tok, controls)
+    return PoetryModel(model, tok)
 
 
 def softmax(xs: list[float]) -> list[float]:
@@ -225,7 +225,7 @@ def test_generation_trace_rejects_unknown_poet(poetry):
 
 
 def test_persian_labels_are_shaped_and_in_visual_order():
-    from persian_poetry.explain_plots import display_text, persian_font
+    from persian_poetry.explain.plots import display_text, persian_font
 
     # سلام: seen (initial), lam-alef (final ligature), meem (isolated), laid out right to left.
     assert display_text("سلام") == "\ufee1\ufefc\ufeb3"
@@ -236,12 +236,8 @@ def test_persian_labels_are_shaped_and_in_visual_order():
 
 
 def test_attention_heat_maps_one_per_layer_with_persian_labels(tmp_path):
-    from persian_poetry.explain_plots import (
-        FONT_PATH,
-        attention_layer_figure,
-        display_text,
-        plot_attention_trace,
-    )
+    from persian_poetry.assets import FONT_PATH
+    from persian_poetry.explain.plots import attention_layer_figure, display_text, plot_attention_trace
 
     tokens = ["الا", " یا", " ایها", " الساقی"]
     weights = torch.rand(2, 3, 4, 4).tril().softmax(-1).tolist()
@@ -261,7 +257,7 @@ def test_attention_heat_maps_one_per_layer_with_persian_labels(tmp_path):
 
 
 def test_example_and_positional_figures(tmp_path):
-    from persian_poetry.explain_plots import plot_attention_example, plot_positional
+    from persian_poetry.explain.plots import plot_attention_example, plot_positional
 
     a = plot_attention_example(explain.attention_lesson(), tmp_path / "example.png")
     b = plot_positional(explain.positional_table(64, 32), tmp_path / "pe.png", scale=1 / math.sqrt(32))

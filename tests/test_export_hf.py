@@ -9,12 +9,13 @@ import torch
 from conftest import hafez_ghazals
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from persian_poetry.checkpoint import load_model
 from persian_poetry.cli import main
-from persian_poetry.engine import Engine, Sampling
-from persian_poetry.export_hf import ExportError, export_hf, hf_state_dict
-from persian_poetry.model import GPT, GPTConfig, sinusoidal_table
+from persian_poetry.errors import ExportError
+from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.gpt.export_hf import export_hf, hf_state_dict
+from persian_poetry.gpt.model import GPT, GPTConfig, sinusoidal_table
 from persian_poetry.text import normalize
+from persian_poetry.writing.bundle import load_model
 
 
 @pytest.fixture(scope="module")

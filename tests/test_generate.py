@@ -1,9 +1,9 @@
 import pytest
 
-from persian_poetry.checkpoint import ModelLoadError, load_model
-from persian_poetry.errors import PoetryError
-from persian_poetry.generate import VOWEL_MARKS, PoemRequest, write_poem
+from persian_poetry.errors import ModelLoadError, PoetryError
 from persian_poetry.text import ALPHABET
+from persian_poetry.writing.bundle import load_model
+from persian_poetry.writing.generate import VOWEL_MARKS, PoemRequest, write_poem
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_fixed_metre_and_rhyme_go_into_the_header(poetry):
 def test_constraints_that_cannot_be_met_still_give_the_exact_form(poetry, monkeypatch):
     # No word fits the metre (the tracker is made to refuse every one): every hemistich ends with
     # the metre given up (reported), yet the poem has its couplets and its rhyme words.
-    from persian_poetry.scansion import MetreTracker
+    from persian_poetry.prosody.scansion import MetreTracker
     monkeypatch.setattr(MetreTracker, "viable", lambda self, words: False)
     poem = write_poem(poetry, PoemRequest(couplets=1, seed=3, rhyme="از", metre=3))
     assert len(poem.couplets) == 1 and all(poem.couplets[0])

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from persian_poetry import metres
-from persian_poetry.metres import (
-    CATALOGUE_PATH, FEET, MetreError, build_catalogue, catalogue_markdown, feet_pattern, load_catalogue,
-    parse_feet, parse_metre, rubai_forms,
+from persian_poetry import assets
+from persian_poetry.assets import CATALOGUE_PATH
+from persian_poetry.errors import MetreError
+from persian_poetry.prosody.metres import (
+    FEET,
+    build_catalogue,
+    catalogue_markdown,
+    feet_pattern,
+    load_catalogue,
+    parse_feet,
+    parse_metre,
+    rubai_forms,
 )
 
 
@@ -65,7 +73,7 @@ def test_licences_give_extra_patterns():
 
 
 def test_shipped_catalogue_loads_without_the_data():
-    assert CATALOGUE_PATH.parent == Path(metres.__file__).parent
+    assert CATALOGUE_PATH.parent == Path(assets.__file__).parent  # ships inside the package
     assert "shared" not in CATALOGUE_PATH.parts
     catalogue = load_catalogue()
     ids = [m.id for m in catalogue]

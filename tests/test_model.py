@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from persian_poetry.engine import Engine, Sampling, filter_logits, sample, sample_rows
-from persian_poetry.model import GPT, GPTConfig, KVCache, apply_rotary, rotary_tables, sinusoidal_table
+from persian_poetry.gpt.engine import Engine, Sampling, filter_logits, sample, sample_rows
+from persian_poetry.gpt.model import GPT, GPTConfig, KVCache, apply_rotary, rotary_tables, sinusoidal_table
 
 
 def small(**kw) -> GPT:
@@ -37,7 +37,7 @@ def test_kv_cache_gives_the_same_logits_as_a_full_forward(positional):
                                                   ("sinusoidal", False, True), ("rotary", False, False),
                                                   ("rotary", True, True)])
 def test_decode_step_gives_forwards_logits(positional, bias, int8):
-    from persian_poetry.checkpoint import quantize_int8
+    from persian_poetry.gpt.checkpoint import quantize_int8
 
     model = small(positional=positional, bias=bias)
     if int8:

@@ -17,13 +17,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from persian_poetry.checkpoint import (CONFIG, TOKENIZER, WEIGHTS, ModelLoadError, load_model, load_training_state,
-                                       save_model_dir, save_training_state)
 from persian_poetry.cli import main
-from persian_poetry.controls import Controls
-from persian_poetry.errors import PoetryError
-from persian_poetry.model import GPT, GPTConfig
-from persian_poetry.tokenizer import CharTokenizer
+from persian_poetry.data.controls import Controls
+from persian_poetry.data.tokenizer import CharTokenizer
+from persian_poetry.errors import ModelLoadError, PoetryError
+from persian_poetry.gpt.checkpoint import (
+    CONFIG,
+    TOKENIZER,
+    WEIGHTS,
+    load_training_state,
+    save_model_dir,
+    save_training_state,
+)
+from persian_poetry.gpt.model import GPT, GPTConfig
+from persian_poetry.writing.bundle import load_model
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "persian_poetry"
 

@@ -14,6 +14,6 @@ def test_every_data_file_of_the_package_is_declared_package_data():
     package = Path(persian_poetry.__file__).parent
     data = [p.relative_to(package).as_posix() for p in package.rglob("*")
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
-    assert "lexicon.tsv.gz" in data and "default_model/model.safetensors" in data
+    assert "assets/lexicon.tsv.gz" in data and "assets/default_model/model.safetensors" in data
     missing = [f for f in data if not any(fnmatch(f, pattern) for pattern in patterns)]
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"

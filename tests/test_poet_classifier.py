@@ -5,13 +5,12 @@ import pytest
 import torch
 from conftest import ganjoor_record, hafez_ghazals
 
-from persian_poetry.checkpoint import ModelLoadError
-from persian_poetry.classifier import DEFAULT_CLASSIFIER_DIR, load_classifier
+from persian_poetry.assets import METRE_CLASSIFIER_DIR, POET_CLASSIFIER_DIR
 from persian_poetry.cli import main
-from persian_poetry.corpus import OFFERED_POETS, split_of
-from persian_poetry.errors import PoetryError
-from persian_poetry.poet import (DEFAULT_POET_CLASSIFIER_DIR, IGNORED, classify_poet, load_poet_classifier,
-                                 poem_log_probs)
+from persian_poetry.data.corpus import OFFERED_POETS, split_of
+from persian_poetry.errors import ModelLoadError, PoetryError
+from persian_poetry.judges.poet import IGNORED, classify_poet, load_poet_classifier, poem_log_probs
+from persian_poetry.prosody.classifier import load_classifier
 
 
 def ids_in(split: str, count: int, taken: set[int]) -> list[int]:
@@ -71,9 +70,9 @@ def test_tiny_poet_classifier_trains_saves_loads_and_names_an_offered_poet(ten_p
 
 
 def test_poet_and_metre_classifiers_are_told_apart():
-    assert load_classifier(DEFAULT_CLASSIFIER_DIR).config.task == "metre"  # old config, no task field
+    assert load_classifier(METRE_CLASSIFIER_DIR).config.task == "metre"  # old config, no task field
     with pytest.raises(ModelLoadError, match="not a poet classifier"):
-        load_poet_classifier(DEFAULT_CLASSIFIER_DIR)
+        load_poet_classifier(METRE_CLASSIFIER_DIR)
 
 
 def test_training_needs_the_offered_poets(tmp_path):
@@ -90,6 +89,6 @@ def test_shipped_classifier_recognises_hafez():
     shipped classifier's test-split figures are in BENCHMARKS.md); this guards the shipped weights."""
     classifier = load_poet_classifier()
     assert classifier.config.labels == list(OFFERED_POETS)
-    assert json.loads((DEFAULT_POET_CLASSIFIER_DIR / "config.json").read_text())["training"]["test"]["poems"] > 200
+    assert json.loads((POET_CLASSIFIER_DIR / "config.json").read_text())["training"]["test"]["poems"] > 200
     verdicts = [classify_poet(ghazal, classifier)[0] for ghazal in hafez_ghazals()[:20]]
     assert verdicts.count("hafez") >= 18, verdicts  # measured: 20 of 20 (469 of all 495)

@@ -3,11 +3,18 @@ import json
 import pytest
 import torch
 
-from persian_poetry.checkpoint import ModelLoadError
-from persian_poetry.classifier import (ClassifierConfig, MetreClassifier, encode_hemistichs, load_classifier,
-                                       save_classifier, train_classifier)
 from persian_poetry.cli import main
-from persian_poetry.prosody import evaluate_prosody, scan
+from persian_poetry.errors import ModelLoadError
+from persian_poetry.prosody.classifier import (
+    ClassifierConfig,
+    MetreClassifier,
+    encode_hemistichs,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from persian_poetry.prosody.evaluate import evaluate_prosody
+from persian_poetry.prosody.scan import scan
 
 HAFEZ = ["الا یا ایها الساقی ادر کاسا و ناولها", "که عشق آسان نمود اول ولی افتاد مشکل ها",
          "به بوی نافه ای کاخر صبا زان طره بگشاید", "ز تاب جعد مشکینش چه خون افتاد در دل ها"]

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from persian_poetry.checkpoint import ModelLoadError, load_model
 from persian_poetry.cli import main
-from persian_poetry.evaluate import evaluate_file
+from persian_poetry.errors import ModelLoadError
+from persian_poetry.gpt.evaluate import evaluate_file
+from persian_poetry.writing.bundle import load_model
 
 
 def test_int8_replaces_every_linear_layer_and_keeps_the_embedding_float():

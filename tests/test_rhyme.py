@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persian_poetry.rhyme import (
+from persian_poetry.prosody.rhyme import (
     Rhyme,
     analyze_rhyme,
     rhyme_key,

@@ -18,18 +18,18 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import ganjoor_record, hafez_ghazals
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ganjoor_record, hafez_ghazals
 from persian_poetry.cli import main
-from persian_poetry.corpus import MAX_LINE_BYTES, CorpusError, CorpusWarning, read_jsonl, read_plain_text
-from persian_poetry.errors import PoetryError
-from persian_poetry.prosody import scan
-from persian_poetry.rhyme import analyze_rhyme, rhyme_key
-from persian_poetry.scansion import Scansion, scan_hemistich, scan_poem
+from persian_poetry.data.corpus import MAX_LINE_BYTES, CorpusWarning, read_jsonl, read_plain_text
+from persian_poetry.data.tokenizer import CharTokenizer
+from persian_poetry.errors import CorpusError, PoetryError
+from persian_poetry.prosody.rhyme import analyze_rhyme, rhyme_key
+from persian_poetry.prosody.scan import scan
+from persian_poetry.prosody.scansion import Scansion, scan_hemistich, scan_poem
 from persian_poetry.text import ALPHABET, normalize
-from persian_poetry.tokenizer import CharTokenizer
 
 GHAZALS = hafez_ghazals()[:3]
 GOOD = [json.dumps(ganjoor_record(i + 1, "hafez", h), ensure_ascii=False).encode() for i, h in enumerate(GHAZALS)]
@@ -186,9 +186,9 @@ def test_any_json_lines_give_poems_or_a_corpus_error(records):
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from persian_poetry.checkpoint import DEFAULT_MODEL_DIR
-    from persian_poetry.controls import Controls
-    from persian_poetry.tokenizer import load_tokenizer
+    from persian_poetry.assets import DEFAULT_MODEL_DIR
+    from persian_poetry.data.controls import Controls
+    from persian_poetry.data.tokenizer import load_tokenizer
 
     return [CharTokenizer(Controls(("hafez",), ("ghazal",), (3,)).special_tokens()),
             load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")]  # the shipped BPE

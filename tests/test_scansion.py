@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persian_poetry.scansion import (
-    PoemScansion, Scansion, _readings, matching_metres, scan_hemistich, scan_poem,
+from persian_poetry.prosody.scansion import (
+    PoemScansion,
+    Scansion,
+    _readings,
+    matching_metres,
+    scan_hemistich,
+    scan_poem,
 )
 
 # (hemistich, Ganjoor metre id)
@@ -136,7 +141,7 @@ def test_never_raises_on_persian_letter_soup(chars):
 
 def _advance_by_the_book(tokens, compiled):
     """The scanner's dynamic programme written plainly: every reading from every node, then the beam."""
-    from persian_poetry.scansion import STATE_BEAM, _merged_emissions
+    from persian_poetry.prosody.scansion import STATE_BEAM, _merged_emissions
     states = {0: 0.0}
     for word, ctx in tokens:
         new: dict[int, float] = {}
@@ -156,14 +161,14 @@ def _advance_by_the_book(tokens, compiled):
 
 @pytest.mark.parametrize("text", [t for t, _ in LINES] + [line for q in KHAYYAM for line in q] + ["دل", "ای دل"])
 def test_beam_first_advance_reaches_what_the_plain_programme_reaches(text):
-    from persian_poetry.scansion import _advance, _compiled, _tokens
+    from persian_poetry.prosody.scansion import _advance, _compiled, _tokens
     compiled = _compiled()
     tokens = _tokens(text)
     assert _advance({0: 0.0}, tokens, compiled) == _advance_by_the_book(tokens, compiled)
 
 
 def test_trim_word_caches_empties_the_memo_of_moves():
-    from persian_poetry.scansion import _compiled, trim_word_caches
+    from persian_poetry.prosody.scansion import _compiled, trim_word_caches
     scan_hemistich("بشنو این نی چون شکایت می‌کند")
     assert _compiled().moves
     trim_word_caches(0)

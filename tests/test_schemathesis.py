@@ -9,17 +9,15 @@ tests/test_server.py: the controls and the schema are the real ones."""
 
 from __future__ import annotations
 
-
 import pytest
 import schemathesis
+from conftest import untrained_poetry
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from persian_poetry.checkpoint import PoetryModel
-from persian_poetry.generate import MAX_COUPLETS
-from persian_poetry.server import create_app
-
-from conftest import untrained_poetry
+from persian_poetry.serve.app import create_app
+from persian_poetry.writing.bundle import PoetryModel
+from persian_poetry.writing.generate import MAX_COUPLETS
 
 MAX_EXAMPLES = 20
 

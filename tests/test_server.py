@@ -12,13 +12,12 @@ import json
 import httpx
 import pytest
 import torch
-
-from persian_poetry.checkpoint import PoetryModel
-from persian_poetry.model import sinusoidal_table
-from persian_poetry.server import MAX_TEXT_CHARS, create_app
-from persian_poetry.text import normalize
-
 from conftest import live_url, untrained_poetry, wait_until
+
+from persian_poetry.gpt.model import sinusoidal_table
+from persian_poetry.serve.app import MAX_TEXT_CHARS, create_app
+from persian_poetry.text import normalize
+from persian_poetry.writing.bundle import PoetryModel
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 

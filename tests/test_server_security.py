@@ -17,20 +17,19 @@ import threading
 
 import pytest
 import torch
+from conftest import live_server, untrained_poetry, wait_until
 from fastapi.testclient import TestClient
 
-from persian_poetry import server as server_module
-from persian_poetry.checkpoint import PoetryModel
 from persian_poetry.cli import build_parser, main
-from persian_poetry.server import (
+from persian_poetry.serve import app as server_module
+from persian_poetry.serve.app import (
     MAX_BODY_BYTES,
     MAX_TABLE_SIDE,
     MAX_TEXT_CHARS,
     create_app,
     serve,
 )
-
-from conftest import live_server, untrained_poetry, wait_until
+from persian_poetry.writing.bundle import PoetryModel
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
@@ -73,13 +72,13 @@ def test_serve_listens_on_loopback_unless_told_otherwise(monkeypatch, poetry, ca
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
-    monkeypatch.setattr("persian_poetry.checkpoint.load_model", lambda *a, **k: poetry)
+    monkeypatch.setattr("persian_poetry.writing.bundle.load_model", lambda *a, **k: poetry)
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
     assert main(["serve"]) == 0  # `persian-poetry serve`, as a user types it
     assert calls[-1]["host"] == "127.0.0.1" and "http://127.0.0.1:8000/" in capsys.readouterr().err
     serve(poetry)
     assert calls[-1]["host"] == "127.0.0.1"
-    with caplog.at_level(logging.WARNING, logger="persian_poetry.server"):
+    with caplog.at_level(logging.WARNING, logger="persian_poetry.serve.app"):
         serve(poetry, host="0.0.0.0")
     assert calls[-1]["host"] == "0.0.0.0" and "anyone who can reach" in caplog.text
 
@@ -263,7 +262,7 @@ def test_a_queued_poem_whose_client_left_frees_its_place_at_once(poetry, monkeyp
     # One worker, one place in the queue. The first poem is held in the worker; the second waits
     # for it and its client hangs up. Its place must come back now, not when the worker is free,
     # or clients that give up fill the queue with poems nobody reads and the server answers 503.
-    from persian_poetry import generate
+    from persian_poetry.writing import generate
 
     release, real = threading.Event(), generate.write_poem
 
@@ -300,8 +299,8 @@ def test_a_queued_poem_whose_client_left_frees_its_place_at_once(poetry, monkeyp
 def test_the_scanners_word_memos_are_bounded_in_a_server(client):
     # The scanner memoizes every word it reads, in caches sized for a corpus (200,000 entries
     # each); a server meets new words without end, so it empties them past a bound.
-    from persian_poetry import scansion
-    from persian_poetry.server import _bound_scanner_caches
+    from persian_poetry.prosody import scansion
+    from persian_poetry.serve.app import _bound_scanner_caches
 
     memos = [f for f in vars(scansion).values()
              if callable(getattr(f, "cache_info", None)) and f.cache_info().maxsize >= 10_000]

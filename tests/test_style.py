@@ -5,15 +5,22 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import untrained_poetry
 from safetensors.torch import save_file
 
-from conftest import untrained_poetry
-from persian_poetry.checkpoint import ModelLoadError, load_model
-from persian_poetry.corpus import read_jsonl
-from persian_poetry.errors import PoetryError
-from persian_poetry.generate import PoemRequest, write_poem
-from persian_poetry.style import (MAX_BIAS, STYLE_FILE, StylePrior, build_style, poem_bias, style_bias,
-                                  word_initial_tokens)
+from persian_poetry.data.corpus import read_jsonl
+from persian_poetry.errors import ModelLoadError, PoetryError
+from persian_poetry.writing.bundle import load_model
+from persian_poetry.writing.generate import PoemRequest, write_poem
+from persian_poetry.writing.style import (
+    MAX_BIAS,
+    STYLE_FILE,
+    StylePrior,
+    build_style,
+    poem_bias,
+    style_bias,
+    word_initial_tokens,
+)
 
 
 def test_the_bias_is_a_smoothed_clipped_log_ratio():

@@ -7,14 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import decoders
 
-from persian_poetry.controls import Controls
+from persian_poetry.data.controls import Controls
+from persian_poetry.data.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from persian_poetry.errors import TokenizerError
 from persian_poetry.text import DIACRITICS, PERSIAN_DIGITS, PERSIAN_LETTERS, PUNCTUATION, ZWNJ, normalize
-from persian_poetry.tokenizer import (
-    BPETokenizer,
-    CharTokenizer,
-    TokenizerError,
-    load_tokenizer,
-)
 
 SPECIALS = Controls(poets=("hafez", "saadi"), forms=("ghazal", "rubai"), metres=(3, 24)).special_tokens()
 

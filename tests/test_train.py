@@ -5,11 +5,13 @@ import sys
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from persian_poetry.checkpoint import load_model, load_training_state
-from persian_poetry.train import TrainConfig, config_with_preset, learning_rate, train
-from persian_poetry.train_options import TRAIN_OPTIONS
+
+from persian_poetry.cli import build_parser
+from persian_poetry.gpt.checkpoint import load_training_state
+from persian_poetry.gpt.config import TrainConfig, command_line_options, config_with_preset
+from persian_poetry.gpt.train import learning_rate, train
+from persian_poetry.writing.bundle import load_model
 
 
 def test_trained_model_directory_and_report(tiny_model_dir):
@@ -42,7 +44,7 @@ def test_resume_continues_where_it_stopped(corpus_path, tmp_path):
 
 def test_the_report_names_the_commit_the_run_started_from(corpus_path, tmp_path, monkeypatch):
     """A commit made while a long run trains must not be credited with the run."""
-    from persian_poetry import report as reporting
+    from persian_poetry.gpt import report as reporting
 
     commits = iter(["started-here", "committed-later"])
     monkeypatch.setattr(reporting, "git_commit", lambda: next(commits))
@@ -74,7 +76,11 @@ def test_time_budget_stops_the_run_and_shapes_the_schedule(corpus_path, tmp_path
 
 def test_presets_and_cli_options_name_real_config_fields():
     names = {f for f in TrainConfig.__dataclass_fields__}
-    assert set(TRAIN_OPTIONS) <= names
+    options = {name: kind for name, kind, _ in command_line_options()}
+    assert set(options) == names - {"progress", "preset"}  # every field but two is an option
+    assert (options["time_budget"], options["threads"], options["resume"]) == (float, int, bool)
+    args = build_parser().parse_args(["train", "--n-layer", "3", "--time-budget", "60", "--resume"])
+    assert (args.n_layer, args.time_budget, args.resume, args.dropout) == (3, 60.0, True, None)
     notebook = config_with_preset("notebook")
     assert (notebook.dropout, notebook.attention_dropout, notebook.positional) == (0.25, 0.0, "rotary")
     assert notebook.learning_rate == 4e-3
@@ -119,9 +125,9 @@ def test_notebook_text_with_a_bpe_tokenizer_is_scored_per_character(tmp_path):
     val loss is divided by characters, not tokens, so char and BPE runs compare."""
     from conftest import hafez_ghazals
 
-    from persian_poetry.corpus import read_plain_text
-    from persian_poetry.dataset import split_plain_text
-    from persian_poetry.tokenizer import train_tokenizer
+    from persian_poetry.data.corpus import read_plain_text
+    from persian_poetry.data.dataset import split_plain_text
+    from persian_poetry.data.tokenizer import train_tokenizer
 
     text = "\n".join(h for g in hafez_ghazals()[:60] for h in g) + "\nزززززز ققققققق"  # only in the val part
     path = tmp_path / "seed.txt"

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from persian_poetry.checkpoint import load_model
-from persian_poetry.engine import Engine
-from persian_poetry.errors import PoetryError
-from persian_poetry.generate import PoemRequest, write_poem
-from persian_poetry.lexicon import build_lexicon, known_words, load_rhyme_lexicon, poet_words, verse_words
-from persian_poetry.metres import MetreError, resolve_metre
-from persian_poetry.rhyme import rhyming_positions
-from persian_poetry.scansion import MetreTracker, scan_hemistich, syllable_counts
-from persian_poetry.verse import MIN_POET_VOCABULARY, RhymeSpec, qafiya_of
+from persian_poetry.errors import MetreError, PoetryError
+from persian_poetry.gpt.engine import Engine
+from persian_poetry.prosody.lexicon import build_lexicon, known_words, load_rhyme_lexicon, poet_words, verse_words
+from persian_poetry.prosody.metres import resolve_metre
+from persian_poetry.prosody.rhyme import rhyming_positions
+from persian_poetry.prosody.scansion import MetreTracker, scan_hemistich, syllable_counts
+from persian_poetry.writing.bundle import load_model
+from persian_poetry.writing.generate import PoemRequest, write_poem
+from persian_poetry.writing.verse import MIN_POET_VOCABULARY, RhymeSpec, qafiya_of
 
 HAFEZ = "که عشق آسان نمود اول ولی افتاد مشکل‌ها"  # هزج مثمن سالم, Ganjoor metre 2
 
@@ -144,7 +144,7 @@ def test_the_free_path_stays_available(shipped):
 
 
 def test_the_lexicon_is_built_from_the_train_split(tmp_path):
-    from persian_poetry.corpus import split_of
+    from persian_poetry.data.corpus import split_of
 
     ids = [i for i in range(1, 400) if split_of(i) == "train"][:3]
     records = [{"Id": pid, "Poet": "hafez", "PoemFormat": "Ghazal", "Metre": None, "RhymeLetters": None,
@@ -169,8 +169,8 @@ def test_bad_constraint_requests(shipped):
 
 
 def test_a_token_that_begins_no_known_word_is_refused_before_it_is_written(shipped):
-    from persian_poetry.engine import Engine, Sampling
-    from persian_poetry.verse import VerseWriter, _prefixes
+    from persian_poetry.gpt.engine import Engine, Sampling
+    from persian_poetry.writing.verse import VerseWriter, _prefixes
     tok = shipped.tokenizer
     decoder = Engine(shipped.model).decoder([tok.token_to_id("<|body|>")], 1)
     everything = lambda ids: torch.ones(tok.vocab_size, dtype=torch.bool)  # noqa: E731

@@ -1,7 +1,9 @@
 """`persian-poetry`: the command line, a thin layer over the library.
 
-Heavy imports (torch) happen inside each command, so `persian-poetry --help` answers at once.
-Errors the user can fix are one line on stderr and exit status 2, never a traceback.
+Each command imports what it needs when it runs: importing torch takes 2-3 s on our 2-core
+machine, and `persian-poetry --help` or `scan` must not pay for it. The parser itself reads its
+defaults from torch-free modules (`gpt.config`, `writing.request`). Errors the user can fix are one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import PoetryError
+from .gpt.config import PRESETS, command_line_options
+from .writing.request import MAX_STRENGTH, PoemRequest
+
+DEFAULTS = PoemRequest()
+
+
+def _add_sampling(parser) -> None:
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    parser.add_argument("--top-k", type=int, default=DEFAULTS.top_k)
+    parser.add_argument("--top-p", type=float, default=DEFAULTS.top_p)
+
 
 def _add_train(sub) -> None:
-    from .train_options import TRAIN_OPTIONS  # no torch
-
     p = sub.add_parser("train", help="train a model (writes a model directory and a report)",
                        description="Train a GPT on a Ganjoor-schema JSONL corpus or a plain text file. "
                                    "Values not given come from --preset, then from the defaults.")
-    p.add_argument("--preset", choices=["notebook", "default"], help="a recorded configuration")
-    for name, (kind, help_text) in TRAIN_OPTIONS.items():
+    p.add_argument("--preset", choices=list(PRESETS), help="a recorded configuration")
+    for name, kind, help_text in command_line_options():
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             p.add_argument(flag, action="store_true", default=None, help=help_text)
@@ -49,12 +61,10 @@ def _add_explain(sub) -> None:
     a.add_argument("--layer", type=int, action="append", help="print only this layer (1-based; repeatable)")
     a.add_argument("--head", type=int, action="append", help="print only this head (1-based; repeatable)")
     g = steps.add_parser("generate", help="decoding step by step: candidates, probabilities, the token drawn")
-    g.add_argument("--poet", default="hafez")
-    g.add_argument("--form", default="ghazal")
+    g.add_argument("--poet", default=DEFAULTS.poet)
+    g.add_argument("--form", default=DEFAULTS.form)
     g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=50)
-    g.add_argument("--top-p", type=float, default=0.95)
+    _add_sampling(g)
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--top", type=int, default=5, help="candidates shown per step")
     for q in (t, p, a, g):
@@ -69,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a poem", description="Write a poem with a trained model "
                        "(the shipped default model unless --model is given). Offline.")
-    g.add_argument("--poet", default="hafez", help="poet whose style to follow (default: hafez)")
-    g.add_argument("--form", default="ghazal", help="form of the poem (default: ghazal)")
+    g.add_argument("--poet", default=DEFAULTS.poet, help=f"poet whose style to follow (default: {DEFAULTS.poet})")
+    g.add_argument("--form", default=DEFAULTS.form, help=f"form of the poem (default: {DEFAULTS.form})")
     g.add_argument("--couplets", type=int, default=None, help="number of couplets (default: by form, ghazal 7)")
     g.add_argument("--metre", default=None,
                    help="metre: Ganjoor id, name or feet, e.g. 7 or 'رمل مثمن مخبون محذوف' (default: the model chooses)")
@@ -81,15 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--free", action="store_true",
                    help="no metre or rhyme constraints while decoding: what the model writes alone")
     g.add_argument("--list-metres", action="store_true", help="list the metres the model knows and exit")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=50)
-    g.add_argument("--top-p", type=float, default=0.95)
+    _add_sampling(g)
     g.add_argument("--seed", type=int, default=None, help="same seed, same poem (default: random)")
     g.add_argument("--vowel-marks", action="store_true",
                    help="allow short-vowel marks and tashdid (off: plain script, as most verse is written)")
-    g.add_argument("--style", type=float, default=None, metavar="STRENGTH",
-                   help="weight of the poet's word preferences counted on his verse, 0 to 4 (default 2; "
-                        "0: the model alone)")
+    g.add_argument("--style", type=float, default=DEFAULTS.style, metavar="STRENGTH",
+                   help=f"weight of the poet's word preferences counted on his verse, 0 to {MAX_STRENGTH} "
+                        f"(default {DEFAULTS.style}; 0: the model alone)")
     g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("train-metre-classifier", help="train the learned metre classifier (prosody)")
     c.add_argument("--data", required=True, help="Ganjoor-schema JSONL with metre labels")
-    c.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/metre_classifier)")
+    c.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/assets/metre_classifier)")
     c.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
     c.add_argument("--time-budget", type=float, default=900, help="seconds of training")
     c.add_argument("--seed", type=int, default=1337)
@@ -121,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "train split of the 10 offered poets (class-balanced); print its val and test "
                                     "accuracy per poem and per hemistich.")
     pc.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
-    pc.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/poet_classifier)")
+    pc.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/assets/poet_classifier)")
     pc.add_argument("--time-budget", type=float, default=720, help="seconds of training")
     pc.add_argument("--seed", type=int, default=1337)
     pc.add_argument("--threads", type=int, default=1)
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-lexicon", help="count the words of the train split for constrained decoding",
                        description="Write the lexicon constrained decoding uses (every word of the train split's "
                                    "hemistichs and how often it ends one). The shipped one: --out "
-                                   "src/persian_poetry/lexicon.tsv.gz --poets classical.")
+                                   "src/persian_poetry/assets/lexicon.tsv.gz --poets classical.")
     b.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
     b.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
     b.add_argument("--out", required=True, help="where to write the lexicon (.tsv.gz)")
@@ -205,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import PoetryError
-
     try:
         return COMMANDS[args.command](args)
     except (PoetryError, OSError, ValueError) as err:  # OSError: a missing file, a directory, no permission
@@ -218,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .checkpoint import load_model
-    from .generate import FORM_COUPLETS, PoemRequest, write_poem
-
     import torch
+
+    from .writing.bundle import load_model
+    from .writing.generate import write_poem
+    from .writing.request import FORM_COUPLETS
 
     # Batch-1 decoding of a small model is fastest on one thread (and does not fight a busy CPU).
     torch.set_num_threads(1)
@@ -231,7 +238,7 @@ def cmd_generate(args) -> int:
         print("forms:", ", ".join(f for f in poetry.controls.forms if f in FORM_COUPLETS))
         return 0
     if args.list_metres:
-        from .metres import load_catalogue
+        from .prosody.metres import load_catalogue
 
         known = set(poetry.controls.metres)
         print("id\tpoems\tpattern\tmetre")
@@ -241,9 +248,7 @@ def cmd_generate(args) -> int:
     request = PoemRequest(poet=args.poet, form=args.form, couplets=args.couplets, metre=args.metre,
                           rhyme=args.rhyme, radif=args.radif, first=args.first, free=args.free,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                          vowel_marks=args.vowel_marks)
-    if args.style is not None:
-        request.style = args.style
+                          vowel_marks=args.vowel_marks, style=args.style)
     stream = not (args.no_stream or args.json)
     on_event = _terminal_streamer() if stream else None
     poem = write_poem(poetry, request, on_event=on_event)
@@ -255,7 +260,7 @@ def cmd_generate(args) -> int:
 
 
 def _terminal_streamer():
-    from .generate import GAP
+    from .writing.request import GAP
 
     def on_event(kind: str, text: str) -> None:
         if kind == "text":
@@ -270,7 +275,8 @@ def _terminal_streamer():
 
 
 def cmd_train(args) -> int:
-    from .train import config_with_preset, train
+    from .gpt.config import config_with_preset
+    from .gpt.train import train
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "no_progress")}
     if args.no_progress:
@@ -286,8 +292,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_tokenizer(args) -> int:
-    from .tokenizer import train_tokenizer
-    from .train import resolve_poets
+    from .data.corpus import resolve_poets
+    from .data.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(args.data, args.kind, args.vocab_size, resolve_poets(args.poets), args.max_chars)
     tokenizer.save(args.out)
@@ -299,8 +305,8 @@ def cmd_train_tokenizer(args) -> int:
 def cmd_train_metre_classifier(args) -> int:
     import torch
 
-    from .classifier import train_classifier
-    from .train import resolve_poets
+    from .data.corpus import resolve_poets
+    from .prosody.classifier import train_classifier
 
     torch.set_num_threads(args.threads)
     report = train_classifier(args.data, args.out, resolve_poets(args.poets), args.time_budget, seed=args.seed,
@@ -313,7 +319,7 @@ def cmd_train_metre_classifier(args) -> int:
 def cmd_train_poet_classifier(args) -> int:
     import torch
 
-    from .poet import train_poet_classifier
+    from .judges.poet import train_poet_classifier
 
     torch.set_num_threads(args.threads)
     report = train_poet_classifier(args.data, args.out, args.time_budget, seed=args.seed, progress=not args.json,
@@ -337,10 +343,8 @@ def cmd_train_poet_classifier(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from pathlib import Path
-
-    from .metres import show_pattern
-    from .prosody import scan
+    from .prosody.metres import show_pattern
+    from .prosody.scan import scan
 
     if args.file:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -376,7 +380,7 @@ def cmd_scan(args) -> int:
 def cmd_evaluate_prosody(args) -> int:
     import torch
 
-    from .prosody import evaluate_prosody
+    from .prosody.evaluate import evaluate_prosody
 
     torch.set_num_threads(1)
     result = evaluate_prosody(args.data, args.split, args.limit, confusion_png=args.confusion)
@@ -392,8 +396,8 @@ def cmd_evaluate_prosody(args) -> int:
 
 
 def cmd_build_lexicon(args) -> int:
-    from .lexicon import build_lexicon
-    from .train import resolve_poets
+    from .data.corpus import resolve_poets
+    from .prosody.lexicon import build_lexicon
 
     size = build_lexicon(args.data, resolve_poets(args.poets), args.out)
     print(f"{size} words written to {args.out}")
@@ -401,7 +405,7 @@ def cmd_build_lexicon(args) -> int:
 
 
 def cmd_build_style(args) -> int:
-    from .style import build_style
+    from .writing.style import build_style
 
     path = build_style(args.data, args.model)
     print(f"style prior written to {path}")
@@ -411,11 +415,10 @@ def cmd_build_style(args) -> int:
 def cmd_evaluate_generation(args) -> int:
     import torch
 
-    from .checkpoint import load_model
-    from .evaluate_generation import evaluate_generation
+    from .judges.evaluate_generation import evaluate_generation, read_train_text
+    from .writing.bundle import load_model
 
     torch.set_num_threads(1)
-    from .evaluate_generation import read_train_text
 
     poetry = load_model(args.model)
     train = read_train_text(args.data)
@@ -449,8 +452,8 @@ def cmd_evaluate_generation(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .evaluate import evaluate_file
-    from .train import resolve_poets
+    from .data.corpus import resolve_poets
+    from .gpt.evaluate import evaluate_file
 
     torch.set_num_threads(1)
     result = evaluate_file(args.data, args.model, split=args.split, limit=args.limit, batch_size=args.batch_size,
@@ -464,10 +467,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export_hf(args) -> int:
-    from .checkpoint import load_model
-    from .export_hf import export_hf
+    from .assets import DEFAULT_MODEL_DIR
+    from .gpt.checkpoint import load_model_dir
+    from .gpt.export_hf import export_hf
 
-    out = export_hf(load_model(args.model), args.out)
+    out = export_hf(load_model_dir(args.model or DEFAULT_MODEL_DIR), args.out)
     print(f"transformers checkpoint (GPT2LMHeadModel + tokenizer) written to {out}")
     return 0
 
@@ -475,9 +479,9 @@ def cmd_export_hf(args) -> int:
 def cmd_explain(args) -> int:
     import torch
 
-    from . import explain
-    from .checkpoint import load_model
-    from .errors import PoetryError
+    from .explain import lesson
+    from .gpt.sampling import Sampling
+    from .writing.bundle import load_model
 
     torch.set_num_threads(1)
     step, as_json = args.explain_command, args.json
@@ -486,71 +490,66 @@ def cmd_explain(args) -> int:
         print(json.dumps(result, ensure_ascii=False) if as_json else text)
 
     if step == "positional":
-        table = explain.positional_table(args.positions, args.dim)
-        example = explain.positional_example() if args.dim == 4 else None
+        table = lesson.positional_table(args.positions, args.dim)
+        example = lesson.positional_example() if args.dim == 4 else None
         lines = [f"PE(pos, i) for {args.positions} positions x {args.dim} dimensions (unscaled):"]
         lines += [f"  pos {pos:3d} " + " ".join(f"{v:7.4f}" for v in row) for pos, row in enumerate(table)]
         show({"table": table, "example": example.to_dict() if example else None},
              "\n".join(lines + ([example.text()] if example else [])))
         if args.plot:
-            from .explain_plots import plot_positional
+            from .explain.plots import plot_positional
 
             config = load_model(args.model).config
             if config.positional == "rotary":
                 raise PoetryError("this model has rotary positions (it turns queries and keys, adds no table); "
                                   "plot the sinusoidal table with a model that adds one, e.g. the default model")
-            plot_positional(explain.positional_table(config.context_length, config.n_embd), args.plot,
+            plot_positional(lesson.positional_table(config.context_length, config.n_embd), args.plot,
                             scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
             print(f"heat map written to {args.plot}", file=sys.stderr)
         return 0
     if step == "attention" and args.example:
-        examples = explain.attention_lesson()
+        examples = lesson.attention_lesson()
         show([e.to_dict() for e in examples], "\n\n".join(e.text() for e in examples))
         if args.plot:
-            from .explain_plots import plot_attention_example
+            from .explain.plots import plot_attention_example
 
             print(f"figure written to {plot_attention_example(examples, args.plot)}", file=sys.stderr)
         return 0
     poetry = load_model(args.model)
     if step == "tokens":
-        report = explain.tokenize_text(poetry, args.text)
+        report = lesson.tokenize_text(poetry, args.text)
         show(report.to_dict(), report.text())
     elif step == "attention":
-        trace = explain.attention_trace(poetry, args.text)
+        trace = lesson.attention_trace(poetry, args.text)
         show(trace.to_dict(), trace.text(args.layer, args.head))
         if args.plot:
-            from .explain_plots import plot_attention_trace
+            from .explain.plots import plot_attention_trace
 
             paths = plot_attention_trace(trace, args.plot)
             print(f"{len(paths)} heat maps written to {args.plot}", file=sys.stderr)
     else:
-        from .engine import Sampling
-
         sampling = Sampling(args.temperature, args.top_k, args.top_p)  # a ValueError is a one-line error
-        trace = explain.generation_trace(poetry, args.poet, args.form, args.steps, sampling, args.seed, args.top)
+        trace = lesson.generation_trace(poetry, args.poet, args.form, args.steps, sampling, args.seed, args.top)
         show(trace.to_dict(), trace.text())
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
-            "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
-            "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
-            "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier}
-COMMANDS["export-hf"] = cmd_export_hf
-COMMANDS["build-style"] = cmd_build_style
-COMMANDS["explain"] = cmd_explain
 
 
 def cmd_serve(args) -> int:
-    from .checkpoint import load_model
-    from .server import serve
+    from .serve.app import serve
+    from .writing.bundle import load_model
 
     print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(load_model(args.model), host=args.host, port=args.port, workers=args.workers, queue=args.queue)
     return 0
 
 
-COMMANDS["serve"] = cmd_serve
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
+            "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
+            "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
+            "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier,
+            "export-hf": cmd_export_hf, "build-style": cmd_build_style, "explain": cmd_explain, "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

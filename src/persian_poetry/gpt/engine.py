@@ -1,0 +1,185 @@
+"""The sampling engine: token ids in, token ids out, one at a time, with a KV cache.
+
+It knows nothing of poems. The caller gives a prompt, how many of its first tokens are pinned
+(the control header), the sampling settings, a seeded generator, and optionally a function that
+edits the logits before sampling (the poem layer uses it to keep the form).
+
+The token limit. Prompt and output together never exceed the model's context length. When the
+window is full, the engine keeps the pinned header, drops the oldest half of the rest, and
+prefills the cache again with header + the most recent tokens: the poem goes on, always knowing
+whose verse in which form and metre it writes, and remembering the last half-context of it.
+Training shows the model exactly such windows (a header re-inserted before mid-poem text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from .model import GPT, KVCache
+from .sampling import Sampling
+
+
+def filter_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus) on a (vocab,) or (B, vocab) tensor."""
+    logits = logits / sampling.temperature
+    if sampling.top_k and sampling.top_k < logits.size(-1):
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens ranked above it already cover top_p; always keep the first.
+        drop = (cumulative - sorted_logits.softmax(dim=-1)) >= sampling.top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class Decoder:
+    """One sequence being decoded: the tokens so far, their KV cache and the next-token logits.
+
+    It can also step back (`rewind`), which constrained decoding needs: a word that breaks the
+    metre is taken back and another is tried. Stepping back inside the cached window only shortens
+    the cache and takes up the logits kept from when the history had that length (a third of a
+    ghazal's decoding steps went into recomputing them); stepping back past a window slide re-reads
+    the window from the token history.
+    """
+
+    def __init__(self, model: GPT, prompt: list[int], pinned: int):
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        self.model = model
+        self.context = model.config.context_length
+        if pinned >= self.context // 2:
+            raise ValueError(f"a pinned header of {pinned} tokens leaves too little of the "
+                             f"{self.context}-token context")
+        self.pinned = pinned
+        self.history = list(prompt)
+        self._refill(self.history[:pinned] + self.history[pinned:][-(self.context - pinned):])
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.token_embedding.weight.device
+
+    @torch.no_grad()
+    def _refill(self, window: list[int]) -> None:
+        self.cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
+        out, _, _ = self.model(torch.tensor([window], device=self.device), cache=self.cache)
+        self.logits = out[0, -1]
+        # history length -> the logits after it, for this window only (a slide changes the context)
+        self._logits_at = {len(self.history): self.logits}
+
+    @torch.no_grad()
+    def push(self, token: int) -> None:
+        """Append a token; the logits then predict the one after it."""
+        self.history.append(token)
+        if self.cache.length == self.context:  # the window is full: slide it, header kept
+            keep = (self.context - self.pinned) // 2
+            self._refill(self.history[:self.pinned] + self.history[-keep:])
+        else:
+            self.logits = self.model.decode_step(torch.tensor([[token]], device=self.device), self.cache)[0]
+            self._logits_at[len(self.history)] = self.logits
+
+    @torch.no_grad()
+    def rewind(self, length: int) -> None:
+        """Go back to when the history held `length` tokens."""
+        drop = len(self.history) - length
+        if drop < 0 or length < max(self.pinned, 1):
+            raise ValueError(f"cannot rewind {len(self.history)} tokens to {length}")
+        if drop == 0:
+            return
+        del self.history[length:]
+        if self.cache.length - drop > self.pinned:  # the kept tokens are still in the cache, in order
+            self.cache.length -= drop
+            if length in self._logits_at:
+                self.logits = self._logits_at[length]
+            else:  # not seen in this window
+                self.cache.length -= 1
+                self.logits = self.model.decode_step(torch.tensor([[self.history[-1]]], device=self.device),
+                                                     self.cache)[0]
+            for stale in [n for n in self._logits_at if n > length]:
+                del self._logits_at[stale]
+        else:
+            tail = self.history[self.pinned:][-((self.context - self.pinned) // 2):]
+            self._refill(self.history[:self.pinned] + tail)
+
+
+def sample_rows(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of (B, vocab) logits, as a (B, 1) tensor: `filter_logits` then a draw,
+    but looking only at each row's top-k. Sorting and drawing over 50 candidates instead of the
+    whole vocabulary was a tenth of a batch-1 decoding step. (Tokens tied with the k-th are not
+    all kept, as filter_logits keeps them.)"""
+    logits = logits.float() / sampling.temperature
+    k = sampling.top_k if 0 < sampling.top_k < logits.size(-1) else logits.size(-1)
+    values, indices = torch.topk(logits, k, dim=-1)  # sorted, highest first
+    if sampling.top_p < 1.0:
+        probs = values.softmax(dim=-1)
+        values = values.masked_fill((probs.cumsum(dim=-1) - probs) >= sampling.top_p, float("-inf"))
+    return indices.gather(-1, torch.multinomial(values.softmax(dim=-1), 1, generator=generator))
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+    """One token from a (vocab,) row of logits (see `sample_rows`)."""
+    return int(sample_rows(logits.unsqueeze(0), sampling, generator))
+
+
+class Engine:
+    def __init__(self, model: GPT):
+        self.model = model
+        self.context = model.config.context_length
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.token_embedding.weight.device
+
+    def decoder(self, prompt: list[int], pinned: int) -> Decoder:
+        self.model.eval()
+        return Decoder(self.model, prompt, pinned)
+
+    @torch.no_grad()
+    def stream(self, prompt: list[int], pinned: int, sampling: Sampling, generator: torch.Generator,
+               max_new_tokens: int, edit_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               stop: Callable[[int], bool] | None = None) -> Iterator[int]:
+        """Yield up to `max_new_tokens` sampled tokens after `prompt` (stop early when stop(token))."""
+        decoder = self.decoder(prompt, pinned)
+        for _ in range(max_new_tokens):
+            logits = decoder.logits.float()
+            if edit_logits is not None:
+                logits = edit_logits(logits)
+            token = sample(logits, sampling, generator)
+            yield token
+            if stop is not None and stop(token):
+                return
+            decoder.push(token)
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator,
+                       max_new_tokens: int) -> list[list[int]]:
+        """Sample `max_new_tokens` tokens after each of several prompts at once: one KV cache with a
+        row per prompt and one forward pass per step for all rows, so B poems cost far less than B
+        times one (the weights are read once per step, not once per poem).
+
+        The prompts must have equal lengths (several poems from the same control header, say):
+        the rows then share positions and need no padding or attention mask. There is no window
+        slide and no stop: prompt + output must fit the context, and every row gets exactly
+        `max_new_tokens` tokens (cut each at its <|end|>). Greedy decoding (top_k=1) gives each row
+        the batch-1 tokens; sampled rows draw from one generator, so a seed fixes the whole batch.
+        """
+        if not prompts or not prompts[0]:
+            raise ValueError("give at least one prompt of at least one token")
+        length = len(prompts[0])
+        if any(len(p) != length for p in prompts):
+            raise ValueError(f"generate_batch needs prompts of equal length, got {sorted({len(p) for p in prompts})}")
+        if length + max_new_tokens > self.context:
+            raise ValueError(f"{length} prompt + {max_new_tokens} new tokens exceed the context of {self.context}")
+        self.model.eval()
+        cache = KVCache(self.model.config, len(prompts), self.device, self.model.token_embedding.weight.dtype)
+        out, _, _ = self.model(torch.tensor(prompts, device=self.device), cache=cache)
+        logits = out[:, -1]
+        tokens = torch.empty(len(prompts), max_new_tokens, dtype=torch.long, device=self.device)
+        for step in range(max_new_tokens):
+            tokens[:, step:step + 1] = sample_rows(logits, sampling, generator)
+            if step + 1 < max_new_tokens:  # the last token needs no forward pass
+                logits = self.model.decode_step(tokens[:, step:step + 1], cache)
+        return tokens.tolist()

@@ -1,0 +1,1 @@
+"""Judges of generated verse: the poet classifier and the generation evaluation."""

@@ -1,0 +1,286 @@
+"""How well generated poems obey their requests, judged by our own prosody module.
+
+`evaluate_generation` writes N poems with fixed seeds and scores them:
+
+- Requests. Forms ghazal, rubai, masnavi and qasida in turn, metres spread over the ten most
+  common metres of the model (a rubai always in the rubai metre), poets over the ten offered
+  poets. Each request takes its rhyme (qafiya and radif) from a real train-split poem of that
+  form and metre, as found by `rhyme.analyze_rhyme`, so that every request is one a poet made.
+- Metre: the share of hemistichs the scanner reads in the requested metre at a reading cost (in
+  guessed vowels and licences) of at most MAX_READING_COST, which 90% of Hafez's hemistichs meet
+  (`MetreTracker.complete`); and, stricter, the share whose most likely metre (`scan_hemistich`)
+  is the requested one. Both judges are also run on real test-split poems of the same forms and
+  metres, as a reference for what they say of real verse.
+- Rhyme: the share of the form's rhyming hemistichs that end on the requested qafiya and radif
+  (`rhyme.rhymes_with`); in a masnavi, couplets after the first must rhyme within themselves
+  (`analyze_rhyme(..., "masnavi")`).
+- Form: the share of poems with exactly the requested couplets, each of two non-empty hemistichs.
+- Novelty: the share of generated hemistichs found verbatim among the train split's hemistichs,
+  and the longest run of characters shared with the train split's text.
+- Diversity: distinct-2, distinct word pairs over all word pairs of all poems; and repetition,
+  the share of hemistichs in which a word of three letters or more comes twice (also measured
+  on the real test-split poems: real verse does it too, now and then).
+- Poet: the share of poems the poet classifier attributes to the requested poet.
+- Time per poem (mean, p95) and for the 7-couplet ghazals.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.corpus import CLASSICAL_POETS, OFFERED_POETS, read_jsonl
+from ..prosody.lexicon import verse_words
+from ..prosody.metres import load_catalogue
+from ..prosody.rhyme import analyze_rhyme, rhyming_positions
+from ..prosody.scansion import MetreTracker, scan_hemistich
+from ..text import normalize
+from ..writing.generate import write_poem
+from ..writing.request import FORM_COUPLETS, PoemRequest
+from ..writing.verse import MAX_READING_COST, RhymeSpec
+from .poet import classify_poet, load_poet_classifier
+
+FORMS = ("ghazal", "rubai", "masnavi", "qasida")
+RUBAI_METRE = 24
+REFERENCE_POEMS = 200  # real test-split poems the metre judges are also run on
+WINDOW = 12  # characters per hashed window when looking for runs shared with the corpus
+
+
+@dataclass
+class TrainText:
+    """What novelty is measured against: the train split's hemistichs and text, and real rhymes."""
+
+    hemistichs: set[str]
+    text: str
+    hashes: np.ndarray  # sorted hashes of every WINDOW-character window of `text`
+    rhymes: dict[tuple[str, int], list[tuple[str, tuple[str, ...]]]]  # (form, metre) -> (qafiya, radif)
+    reference: list = field(default_factory=list)  # real test-split poems (corpus.Poem) with a metre label
+
+
+def _window_hashes(text: str) -> np.ndarray:
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(codes) < WINDOW:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.zeros(len(codes) - WINDOW + 1, dtype=np.uint64)
+    for k in range(WINDOW):  # a polynomial hash, wrapping in uint64
+        h = h * np.uint64(1_000_003) + codes[k:len(codes) - WINDOW + 1 + k]
+    return h
+
+
+def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = True) -> TrainText:
+    hemistichs: set[str] = set()
+    parts: list[str] = []
+    rhymes: dict[tuple[str, int], list[tuple[str, tuple[str, ...]]]] = {}
+    reference = []
+    for poem in tqdm(read_jsonl(data, list(poets)), desc="reading the train split", unit=" poems",
+                     disable=not progress, mininterval=2):
+        if poem.split == "test" and poem.metre is not None and poem.form in FORMS and len(reference) < REFERENCE_POEMS:
+            reference.append(poem)
+        if poem.split != "train":
+            continue
+        hemistichs.update(poem.hemistichs)
+        parts.append("\n".join(poem.hemistichs))
+        if poem.metre is not None and poem.form in FORMS and len(poem.hemistichs) >= 4:
+            found = analyze_rhyme(poem.hemistichs, poem.form)
+            if found.found and not found.broken:
+                rhymes.setdefault((poem.form, poem.metre), []).append((found.qafiya, found.radif))
+    text = "\n".join(parts)
+    hashes = np.unique(_window_hashes(text))
+    return TrainText(hemistichs, text, hashes, rhymes, reference)
+
+
+def longest_shared_run(hemistich: str, train: TrainText) -> int:
+    """Length of the longest substring of `hemistich` found in the train text (0 when none of
+    WINDOW characters or more is). Runs of consecutive shared windows bound the candidates; each
+    is checked in the text itself and shrunk (binary search from either end) until it is there."""
+    h = _window_hashes(hemistich)
+    if len(h) == 0 or len(train.hashes) == 0:
+        return 0
+    idx = np.minimum(np.searchsorted(train.hashes, h), len(train.hashes) - 1)
+    shared = train.hashes[idx] == h
+    best, i = 0, 0
+    while i < len(shared):
+        if not shared[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(shared) and shared[j + 1]:
+            j += 1
+        best = max(best, _longest_inside(hemistich[i:j + WINDOW], train.text))
+        i = j + 1
+    return best
+
+
+def _longest_inside(span: str, text: str) -> int:
+    if span in text:
+        return len(span)
+    out = 0
+    for anchored in (span, span[::-1]):  # keep the start and cut the end; then the other way round
+        lo, hi = 0, len(anchored)  # text holds anchored[:lo] (or its mirror), not anchored[:hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            piece = anchored[:mid] if anchored is span else anchored[:mid][::-1]
+            lo, hi = (mid, hi) if piece in text else (lo, mid)
+        out = max(out, lo)
+    return out
+
+
+def make_requests(n: int, metres: list[int], train: TrainText, seed: int = 0,
+                  poets: tuple[str, ...] = OFFERED_POETS, first_seed: int = 1000) -> list[PoemRequest]:
+    rng = random.Random(seed)
+    others = [m for m in metres if m != RUBAI_METRE][:9]
+    requests = []
+    for i in range(n):
+        form = FORMS[i % len(FORMS)]
+        metre = RUBAI_METRE if form == "rubai" else others[(i // len(FORMS)) % len(others)]
+        real = train.rhymes.get((form, metre)) or train.rhymes.get(("ghazal", metre)) or [("ار", ())]
+        qafiya, radif = rng.choice(real)
+        requests.append(PoemRequest(poet=poets[i % len(poets)], form=form, couplets=FORM_COUPLETS[form],
+                                    metre=metre, rhyme=qafiya, radif=" ".join(radif) or None, seed=first_seed + i))
+    return requests
+
+
+@dataclass
+class PoemScore:
+    request: dict
+    couplets: list[list[str]]
+    seconds: float
+    metre_ok: int = 0
+    metre_top: int = 0
+    hemistichs: int = 0
+    rhyme_ok: int = 0
+    rhyme_positions: int = 0
+    form_ok: bool = False
+    verbatim: int = 0
+    repeats: int = 0  # hemistichs with a word of 3+ letters twice
+    longest_run: int = 0
+    poet_predicted: str | None = None
+    constraints: dict = field(default_factory=dict)
+
+
+def score_poem(request: PoemRequest, couplets: list[tuple[str, str]], seconds: float, train: TrainText | None,
+               constraints: dict | None = None) -> PoemScore:
+    hemistichs = [h for pair in couplets for h in pair]
+    score = PoemScore(asdict(request), [list(c) for c in couplets], round(seconds, 3),
+                      constraints=constraints or {})
+    score.form_ok = len(couplets) == request.couplets and all(a and b for a, b in couplets)
+    score.repeats = sum(map(repeats_a_word, hemistichs))
+    tracker = MetreTracker(request.metre, max_cost=MAX_READING_COST)
+    score.hemistichs = len(hemistichs)
+    score.metre_ok = sum(tracker.complete(h) for h in hemistichs)
+    score.metre_top = sum(scan_hemistich(h, align=False).metre_id == request.metre for h in hemistichs)
+    spec = RhymeSpec(request.rhyme, tuple(verse_words(request.radif)) if request.radif else ())
+    if request.form == "masnavi":
+        positions = [0, 1] if len(hemistichs) >= 2 else []
+        score.rhyme_ok = sum(spec.holds(hemistichs[i]) for i in positions)
+        later = analyze_rhyme(hemistichs[2:], "masnavi") if len(hemistichs) > 2 else None
+        score.rhyme_positions = len(positions) + (len(hemistichs) - 2 if later else 0)
+        if later:
+            score.rhyme_ok += len(hemistichs) - 2 - len(later.broken)
+    else:
+        positions = rhyming_positions(len(hemistichs), request.form)
+        score.rhyme_positions = len(positions)
+        score.rhyme_ok = sum(spec.holds(hemistichs[i]) for i in positions)
+    if train is not None:
+        score.verbatim = sum(normalize(h) in train.hemistichs for h in hemistichs)
+        score.longest_run = max((longest_shared_run(h, train) for h in hemistichs), default=0)
+    return score
+
+
+def repeats_a_word(hemistich: str) -> bool:
+    words = [w for w in verse_words(hemistich) if len(w) >= 3]
+    return len(set(words)) < len(words)
+
+
+def distinct_2(poems: list[list[list[str]]]) -> float:
+    pairs = [(a, b) for poem in poems for couplet in poem for h in couplet
+             for a, b in zip(verse_words(h), verse_words(h)[1:])]
+    return len(set(pairs)) / len(pairs) if pairs else 0.0
+
+
+def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = False, seed: int = 0,
+                        train: TrainText | None = None, progress: bool = True, poet_classifier=None,
+                        judge_poets: bool = True, style: float | None = None, first_seed: int = 1000) -> dict:
+    """Write `n` poems and score them (see the module docstring); returns the report as a dict.
+    `style` overrides the requests' poet-style strength (default: `style.DEFAULT_STRENGTH`);
+    `first_seed` is the first poem's seed (tuning uses other seeds than the reported run)."""
+
+    train = train or read_train_text(data, progress=progress)
+    catalogue = {m.id: m for m in load_catalogue()}
+    metres = sorted((m for m in poetry.controls.metres if m in catalogue), key=lambda m: -catalogue[m].poems)[:10]
+    requests = make_requests(n, metres, train, seed, first_seed=first_seed)
+    if style is not None:
+        for request in requests:
+            request.style = style
+    classifier = (poet_classifier or load_poet_classifier()) if judge_poets else None
+    scores = []
+    for request in tqdm(requests, desc="writing poems", unit=" poems", disable=not progress):
+        if free:
+            request.free = True
+        started = time.perf_counter()
+        poem = write_poem(poetry, request)
+        seconds = time.perf_counter() - started
+        score = score_poem(request, poem.couplets, seconds, train, poem.constraints)
+        if classifier is not None and request.poet in OFFERED_POETS:
+            score.poet_predicted = classify_poet([h for c in poem.couplets for h in c], classifier)[0]
+        scores.append(score)
+    report = summarize(scores, free, metres)
+    report["style"] = requests[0].style if requests else style
+    report["style_prior"] = poetry.style is not None
+    report["real_poems_reference"] = judge_real_poems(train.reference)
+    return report
+
+
+def judge_real_poems(poems: list) -> dict:
+    """What the metre judges say of real test-split poems, under their Ganjoor metre label."""
+    hemistichs = ok = top = repeats = 0
+    for poem in poems:
+        tracker = MetreTracker(poem.metre, max_cost=MAX_READING_COST)
+        hemistichs += len(poem.hemistichs)
+        repeats += sum(map(repeats_a_word, poem.hemistichs))
+        ok += sum(tracker.complete(h) for h in poem.hemistichs)
+        top += sum(scan_hemistich(h, align=False).metre_id == poem.metre for h in poem.hemistichs)
+    return {"poems": len(poems), "hemistichs": hemistichs,
+            "metre_share": round(ok / max(1, hemistichs), 4), "metre_top_share": round(top / max(1, hemistichs), 4),
+            "repeat_share": round(repeats / max(1, hemistichs), 4)}
+
+
+def summarize(scores: list[PoemScore], free: bool, metres: list[int]) -> dict:
+    hemistichs = sum(s.hemistichs for s in scores)
+    times = [s.seconds for s in scores]
+    ghazals = [s.seconds for s in scores if s.request["form"] == "ghazal" and s.request["couplets"] == 7]
+    judged = [s for s in scores if s.poet_predicted is not None]
+    return {
+        "constraints": not free,
+        "poems": len(scores),
+        "metres": metres,
+        "hemistichs": hemistichs,
+        "metre_share": round(sum(s.metre_ok for s in scores) / hemistichs, 4),
+        "metre_top_share": round(sum(s.metre_top for s in scores) / hemistichs, 4),
+        "rhyme_share": round(sum(s.rhyme_ok for s in scores) / max(1, sum(s.rhyme_positions for s in scores)), 4),
+        "form_share": round(sum(s.form_ok for s in scores) / len(scores), 4),
+        "verbatim_share": round(sum(s.verbatim for s in scores) / hemistichs, 4),
+        "longest_shared_run": max(s.longest_run for s in scores),
+        "distinct_2": round(distinct_2([s.couplets for s in scores]), 4),
+        "repeat_share": round(sum(s.repeats for s in scores) / hemistichs, 4),
+        "poet_share": round(sum(s.poet_predicted == s.request["poet"] for s in judged) / max(1, len(judged)), 4),
+        "poet_share_by_poet": {poet: round(sum(s.poet_predicted == poet for s in ss) / len(ss), 4)
+                               for poet in OFFERED_POETS
+                               if (ss := [s for s in judged if s.request["poet"] == poet])},
+        "seconds_mean": round(statistics.mean(times), 3),
+        "seconds_p95": round(float(np.percentile(times, 95)), 3),
+        "ghazal7_seconds_mean": round(statistics.mean(ghazals), 3) if ghazals else None,
+        "relaxed_hemistichs": sum(len(s.constraints.get("relaxed", [])) for s in scores),
+        "by_form": {form: {"poems": len(ss),
+                           "metre_share": round(sum(s.metre_ok for s in ss) / max(1, sum(s.hemistichs for s in ss)), 4),
+                           "rhyme_share": round(sum(s.rhyme_ok for s in ss) / max(1, sum(s.rhyme_positions for s in ss)), 4),
+                           "seconds_mean": round(statistics.mean(s.seconds for s in ss), 3)}
+                    for form in FORMS if (ss := [s for s in scores if s.request["form"] == form])},
+        "poems_detail": [asdict(s) for s in scores],
+    }

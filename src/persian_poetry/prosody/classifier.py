@@ -1,0 +1,261 @@
+"""A small learned metre classifier: hemistich characters -> metre, with a probability.
+
+A character embedding, a bidirectional GRU and mean+max pooling feed a linear layer over the
+metres of the catalogue. It learns what the rule-based scanner cannot see in the script (which
+short vowels are unwritten, where ezafe falls) from Ganjoor's labelled hemistichs of the train
+split. `prosody.scan` combines it with the scanner. Saved as safetensors + JSON like the GPT.
+
+The same network with poet slugs as labels (`task="poet"`) is the poet classifier of `poet.py`;
+`fit_classifier` is the training loop both share. A poet shows in the words he chooses more than
+in their sounds, and a character GRU needs long training to learn words, so the poet classifier
+adds a bag of hashed words and word pairs (`words` buckets) beside the GRU: fastText's trick,
+cheap on a CPU. The metre classifier has none (`words=0`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..assets import METRE_CLASSIFIER_DIR
+from ..data.corpus import read_jsonl
+from ..errors import ModelLoadError
+from ..files import atomic_write, sha256_of
+from ..text import ALPHABET, normalize
+from .metres import load_catalogue
+
+CHARS = sorted(ALPHABET)
+PAD, UNK = 0, 1
+_STOI = {ch: i + 2 for i, ch in enumerate(CHARS)}
+MAX_CHARS = 72
+
+
+@dataclass
+class ClassifierConfig:
+    labels: list[int] | list[str]  # in output order: Ganjoor metre ids (task "metre") or poet slugs ("poet")
+    embedding: int = 48
+    hidden: int = 128
+    max_chars: int = MAX_CHARS
+    task: str = "metre"
+    drop: str = ""  # characters ignored in the input (the poet task ignores vowel marks and punctuation)
+    words: int = 0  # hash buckets of the bag of words and word pairs beside the GRU; 0: no bag
+
+
+def clean_hemistichs(texts: list[str], drop: str = "") -> list[str]:
+    """Normalized hemistichs less the characters in `drop` (single spaces kept)."""
+    table = str.maketrans("", "", drop)
+    return [" ".join(normalize(t).translate(table).split()) for t in texts]
+
+
+def _padded(rows: list[list[int]]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row)
+    return out
+
+
+def encode_hemistichs(texts: list[str], max_chars: int = MAX_CHARS, drop: str = "") -> torch.Tensor:
+    """(N, T) char ids of normalized hemistichs (less the characters in `drop`), right-padded with
+    PAD; T = longest, capped."""
+    return _padded([[_STOI.get(ch, UNK) for ch in t][:max_chars] or [UNK] for t in clean_hemistichs(texts, drop)])
+
+
+def encode_words(texts: list[str], buckets: int, drop: str = "") -> torch.Tensor:
+    """(N, W) hash buckets (1..buckets; 0 pads) of each hemistich's words and adjacent word pairs.
+    crc32, not Python's hash(), which changes from one process to the next."""
+    rows = []
+    for text in clean_hemistichs(texts, drop):
+        words = text.split()
+        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        rows.append([zlib.crc32(f.encode()) % buckets + 1 for f in features] or [PAD])
+    return _padded(rows)
+
+
+class MetreClassifier(nn.Module):
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(len(CHARS) + 2, config.embedding, padding_idx=PAD)
+        self.rnn = nn.GRU(config.embedding, config.hidden, batch_first=True, bidirectional=True)
+        if config.words:
+            self.bag = nn.EmbeddingBag(config.words + 1, config.embedding, mode="mean", padding_idx=PAD)
+            nn.init.zeros_(self.bag.weight)  # a word means nothing until it is seen: no random vectors to unlearn
+        self.head = nn.Linear(4 * config.hidden + (config.embedding if config.words else 0), len(config.labels))
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
+        """The inputs of `forward` for these hemistichs: (char ids,) or (char ids, word buckets)."""
+        texts = clean_hemistichs(texts, self.config.drop)
+        ids = encode_hemistichs(texts, self.config.max_chars)
+        return (ids, encode_words(texts, self.config.words)) if self.config.words else (ids,)
+
+    def forward(self, ids: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T) char ids [and (N, W) word buckets] -> (N, labels) logits."""
+        mask = (ids != PAD).unsqueeze(-1)  # (N, T, 1)
+        lengths = mask.sum(1).squeeze(-1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))  # (N, T, 2H)
+        mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+        peak = out.masked_fill(~mask, -1e4).max(1).values
+        features = [mean, peak] + ([self.bag(words)] if self.config.words else [])
+        return self.head(torch.cat(features, dim=-1))
+
+    @torch.no_grad()
+    def probabilities(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+        """(N, labels) probabilities for hemistichs (labels in `config.labels` order)."""
+        self.eval()
+        parts = [F.softmax(self(*self.encode(texts[i:i + batch_size])), dim=-1)
+                 for i in range(0, len(texts), batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, len(self.config.labels))
+
+
+def save_classifier(model: MetreClassifier, directory: str | Path, report: dict | None = None) -> None:
+
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(model.state_dict(), tmp))
+    config = {"classifier": asdict(model.config), "alphabet": CHARS,
+              "weights_sha256": sha256_of(directory / "model.safetensors"), "training": report or {}}
+    (directory / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def load_classifier(directory: str | Path | None = None) -> MetreClassifier:
+
+
+    directory = Path(directory) if directory is not None else METRE_CLASSIFIER_DIR
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read classifier config in {directory}: {err}") from None
+    if config.get("alphabet") != CHARS:
+        raise ModelLoadError(f"{directory}: the classifier was trained on another alphabet")
+    weights = directory / "model.safetensors"
+    if not weights.exists() or sha256_of(weights) != config.get("weights_sha256"):
+        raise ModelLoadError(f"{weights} is missing or does not match the sha256 recorded in config.json")
+    model = MetreClassifier(ClassifierConfig(**config["classifier"]))
+    model.load_state_dict(load_file(weights))
+    return model.eval()
+
+
+def labelled_hemistichs(data: str | Path, splits: tuple[str, ...] = ("train", "val"), poets=None,
+                        metres: set[int] | None = None) -> dict[str, tuple[list[str], list[int], list[int]]]:
+    """{split: (hemistichs, metre ids, poem number)} of the labelled poems of a corpus, one pass."""
+
+    out: dict[str, tuple[list[str], list[int], list[int]]] = {s: ([], [], []) for s in splits}
+    poems_seen = dict.fromkeys(splits, 0)
+    for poem in read_jsonl(data, poets):
+        split = poem.split
+        if split not in out or poem.metre is None or (metres is not None and poem.metre not in metres):
+            continue
+        texts, labels, poem_of = out[split]
+        texts.extend(poem.hemistichs)
+        labels.extend([poem.metre] * len(poem.hemistichs))
+        poem_of.extend([poems_seen[split]] * len(poem.hemistichs))
+        poems_seen[split] += 1
+    return out
+
+
+def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_budget: float = 900,
+                     batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
+                     progress: bool = True, command_line: list[str] | None = None) -> dict:
+    """Train the metre classifier on the train split's labelled hemistichs; pick the checkpoint
+    with the best val accuracy; write it to out_dir with its report."""
+
+    known = {m.id for m in load_catalogue()}
+    data_by_split = labelled_hemistichs(data, ("train", "val"), poets, known)
+    texts, labels, _ = data_by_split["train"]
+    val_texts, val_labels, _ = data_by_split["val"]
+    model, report = fit_classifier(ClassifierConfig(labels=sorted(set(labels))), texts, labels, val_texts, val_labels,
+                                   time_budget, batch_size, learning_rate, seed, progress)
+    report.update({"poets": list(poets) if poets else "all", "data": str(data), "command_line": command_line})
+    save_classifier(model, out_dir, report)
+    return report
+
+
+def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val_texts: list[str], val_labels: list,
+                   time_budget: float = 900, batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
+                   progress: bool = True, balanced: bool = False, bag_lr_scale: float = 10.0
+                   ) -> tuple[MetreClassifier, dict]:
+    """The training loop of both classifiers: AdamW on a cosine schedule that spans the time
+    budget, val accuracy every 500 steps, and the best checkpoint kept.
+
+    Batches are drawn uniformly over hemistichs, or with `balanced` uniformly over labels first
+    and then over that label's hemistichs, so that a label with few examples (Khayyam's quatrains
+    beside Attar's masnavis) weighs as much as any other; val accuracy is then the mean of the
+    per-label accuracies, for the same reason. The bag of words (if any) learns `bag_lr_scale` times
+    faster: each of its rows moves only on the steps whose batch holds its word.
+    """
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    index = {m: i for i, m in enumerate(config.labels)}
+    y = torch.tensor([index[m] for m in labels])
+    pools = [np.flatnonzero(y.numpy() == i) for i in range(len(config.labels))] if balanced else []
+    pools = [pool for pool in pools if len(pool)]
+    val_keep = [i for i, m in enumerate(val_labels) if m in index]
+    val_x = [val_texts[i] for i in val_keep][:20000]
+    val_y = torch.tensor([index[val_labels[i]] for i in val_keep][:20000])
+
+    def val_accuracy() -> float:
+        hit = (model.probabilities(val_x).argmax(-1) == val_y).float()
+        if not balanced:
+            return hit.mean().item()
+        return torch.stack([hit[val_y == i].mean() for i in val_y.unique()]).mean().item()
+
+    def draw() -> np.ndarray:
+        if not balanced:
+            return rng.integers(0, len(texts), size=batch_size)
+        return np.array([pools[i][rng.integers(len(pools[i]))] for i in rng.integers(0, len(pools), size=batch_size)])
+
+    model = MetreClassifier(config)
+    bag = [p for name, p in model.named_parameters() if name.startswith("bag.")]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("bag.")]
+    optimizer = torch.optim.AdamW([{"params": rest, "scale": 1.0}, {"params": bag, "scale": bag_lr_scale}],
+                                  lr=learning_rate, weight_decay=0.01)
+    start, step, best, history = time.time(), 0, (-1.0, None), []
+    bar = tqdm(desc=f"{config.task} classifier", unit="step", disable=not progress, mininterval=2)
+    while time.time() - start < time_budget:
+        progress_frac = min(1.0, (time.time() - start) / time_budget)
+        for group in optimizer.param_groups:
+            group["lr"] = group["scale"] * learning_rate * 0.5 * (1 + math.cos(math.pi * progress_frac))
+        batch = draw()
+        model.train()
+        logits = model(*model.encode([texts[i] for i in batch]))
+        loss = F.cross_entropy(logits, y[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if step % 500 == 0:
+            accuracy = val_accuracy()
+            history.append({"step": step, "seconds": round(time.time() - start), "val_hemistich_accuracy": accuracy})
+            bar.write(f"step {step}: val hemistich accuracy {accuracy:.4f}")
+            if accuracy > best[0]:
+                best = (accuracy, {k: v.clone() for k, v in model.state_dict().items()})
+    bar.close()
+    accuracy = val_accuracy()
+    if best[1] is None or accuracy > best[0]:
+        best = (accuracy, model.state_dict())
+    model.load_state_dict(best[1])
+    report = {"steps": step, "seconds": round(time.time() - start), "train_hemistichs": len(texts),
+              "val_hemistichs": len(val_x), "best_val_hemistich_accuracy": best[0], "history": history,
+              "seed": seed, "threads": torch.get_num_threads(), "batch_size": batch_size,
+              "learning_rate": learning_rate, "balanced": balanced}
+    return model.eval(), report

@@ -1,0 +1,1 @@
+"""Writing poems: the loaded poetry bundle, requests, the poet style prior and constrained decoding."""

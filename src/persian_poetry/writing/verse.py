@@ -1,0 +1,418 @@
+"""Constrained decoding of verse: each hemistich kept in its metre and landed on its rhyme.
+
+One mechanism for every form. A hemistich is written token by token by the model; whenever a
+word is finished (the next token starts a new word, or ends the hemistich) the prosody module
+judges it:
+
+- Words. A finished word must be a word of the poet whose style is asked for (his vocabulary in
+  the train split, `lexicon.poet_words`), or of the classical poets where his is too small. This
+  is looked ahead of as the word is written: a token after which the word begins no such word is
+  refused where it is drawn, and another is drawn from the same logits (no decoding step lost).
+- Metre. `scansion.MetreTracker` says whether the words so far can still scan in the requested
+  metre. If not, the word is taken back (the decoder rewinds to where it began) and the token
+  that began it is banned there, so the model says something else. The hemistich may end only
+  where the scanner reads the whole of it in the metre (`scan_hemistich`, the same judge the
+  evaluation uses).
+- Rhyme. Where the form wants the rhyme, the last word before the radif is chosen by the model
+  among the words of the rhyme lexicon (`lexicon.py`) that carry the qafiya, have not ended a
+  hemistich of this poem yet, and fill exactly what is left of the metre; the radif follows as
+  written. The writer switches to that ending once enough such words fit the room left.
+
+Every step back counts as a try; after `MAX_TRIES` the hemistich starts over, and after
+`RESTARTS` restarts it is written with the metre relaxed (reported in `HemistichResult`), so a
+poem always ends, with the exact number of couplets.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from ..gpt.engine import Decoder, sample
+from ..gpt.sampling import Sampling
+from ..prosody.lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
+from ..prosody.rhyme import Rhyme, rhyme_key, rhymes_with, word_key
+from ..prosody.scansion import MetreTracker, syllable_counts
+from ..text import PERSIAN_LETTERS, ZWNJ
+from .style import poem_bias
+
+MAX_TRIES = 50          # words taken back in one attempt at a hemistich
+RESTARTS = 2            # attempts at a hemistich after the first, before the metre is relaxed
+RHYME_ROOM = 2          # the rhyme word is chosen when at most this many syllables are left before the radif
+MIN_POET_VOCABULARY = 3000  # a poet with fewer known words writes with every classical poet's words
+MIN_RHYME_COUNT = 8     # a rhyme word must end this many hemistichs of the train split (not a typo)
+MAX_CANDIDATES = 400    # rhyme words offered at once (the most frequent that fit)
+MAX_REFUSED = 32        # tokens refused at one place before the word before it is taken back
+LONG_VOWELS = "اوی"
+# A generated hemistich must scan at most this costly (in guessed vowels and licences): 90% of
+# Hafez's hemistichs do (measured on 60 ghazals of the `hafez` package: median 1.31, p90 2.91).
+MAX_READING_COST = 3.0
+
+
+@dataclass(frozen=True)
+class RhymeSpec:
+    """What a rhyming hemistich must end with: a word ending in `qafiya`, then the radif words."""
+
+    qafiya: str
+    radif: tuple[str, ...] = ()
+
+    @property
+    def letters(self) -> str:
+        """Qafiya and radif together, as the control header (and Ganjoor's RhymeLetters) write them."""
+        return rhyme_key(self.qafiya) + rhyme_key(" ".join(self.radif))
+
+    def judge(self) -> Rhyme:
+        return Rhyme(radif=self.radif, qafiya=rhyme_key(self.qafiya), rhyme_letters=self.letters)
+
+    def holds(self, hemistich: str) -> bool:
+        return rhymes_with(hemistich, self.judge())
+
+
+def qafiya_of(word: str) -> str:
+    """The rhyme letters a word offers: from its last long vowel letter (within its last three
+    letters) to its end, at least two letters: یار → ار، جان → ان، دل → دل."""
+    return _qafiya_of_key(rhyme_key(word))
+
+
+def _qafiya_of_key(letters: str) -> str:
+    for k in range(len(letters) - 2, max(len(letters) - 4, 0) - 1, -1):
+        if k > 0 and letters[k] in LONG_VOWELS:
+            return letters[k:]
+    return letters[-2:]
+
+
+@lru_cache(maxsize=1)
+def _rhyme_index() -> tuple[tuple[str, str, int], ...]:
+    """(word, its rhyme letters, how often it ends a hemistich) for the rhyme lexicon, commonest first."""
+    lexicon = load_rhyme_lexicon()
+    # word_key maps letters one by one (and one three-letter spelling) and never touches a newline,
+    # so it can run once over all the words joined: 48,000 calls cost 0.1 s of every ghazal command.
+    keys = word_key("\n".join(lexicon)).split("\n")
+    return tuple(zip(lexicon, keys, lexicon.values(), strict=True))
+
+
+@lru_cache(maxsize=4)
+def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
+    """Qafiyas with many rhyme words in the lexicon, commonest first (for poems that name none)."""
+    counts: dict[str, int] = {}
+    words: dict[str, int] = {}
+    qafiya_of_ending: dict[str, str] = {}  # past 4 letters the qafiya depends only on the last 4
+    for _, key, count in _rhyme_index():
+        ending = key[-4:] if len(key) > 4 else "=" + key
+        q = qafiya_of_ending.get(ending)
+        if q is None:
+            q = qafiya_of_ending[ending] = _qafiya_of_key(key)
+        counts[q] = counts.get(q, 0) + count
+        words[q] = words.get(q, 0) + 1
+    ranked = sorted((q for q in counts if words[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
+    return tuple(ranked[:top])
+
+
+def choose_qafiya(seed: int) -> str:
+    return random.Random(seed).choice(common_qafiyas()[:20])
+
+
+@dataclass
+class HemistichResult:
+    text: str
+    tries: int = 0
+    restarts: int = 0
+    relaxed: bool = False  # the metre was given up for this hemistich
+    rhyme_word: str = ""
+
+
+@dataclass
+class _Ending:
+    """The rhyme word being written: token sequences of the candidates, as a trie."""
+
+    sequences: dict[tuple[int, ...], str]  # token ids -> the word
+    tail: list[int]  # radif tokens, forced after the word
+    written: list[int] = field(default_factory=list)
+
+    def allowed(self) -> tuple[set[int], bool]:
+        """(tokens that continue some candidate, whether a candidate is complete)."""
+        n = len(self.written)
+        prefix = tuple(self.written)
+        nxt = {seq[n] for seq in self.sequences if len(seq) > n and seq[:n] == prefix}
+        return nxt, prefix in self.sequences
+
+
+class VerseWriter:
+    """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
+
+    def __init__(self, poetry, decoder: Decoder, sampling: Sampling, generator: torch.Generator,
+                 metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST, poet: str | None = None,
+                 style_bias: torch.Tensor | None = None):
+        self.tok = poetry.tokenizer
+        self.decoder = decoder
+        self.sampling = sampling
+        self.generator = generator
+        self.tracker = MetreTracker(metre_id, max_cost)
+        self.allowed_mask = allowed_mask  # (hemistich token ids) -> bool mask of the structurally allowed tokens
+        self.style_bias = style_bias  # added to the logits: the poet's token preferences (style.py)
+        self._body_start = len(decoder.history)  # the poem's tokens follow the prompt
+        vocab = self.tok.vocab_size
+        pieces = [self.tok.id_to_token(i) if not self.tok.is_special(i) else "" for i in range(vocab)]
+        self.starts_word = torch.tensor([p.startswith(" ") for p in pieces])
+        # Verse is words: tokens without a letter (punctuation, digits, bare spaces) would pass the
+        # scanner unread, and a model kept from its words would fill the line with them.
+        self.wordless = torch.tensor([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces])
+        for i in range(vocab):
+            if self.tok.is_special(i):
+                self.wordless[i] = False
+        self._space_prefix = self.tok.encode("ا")
+        self.used_rhyme_words: set[str] = set()
+        # Words must be the poet's own where we know his vocabulary well enough, else any classical poet's.
+        own = poet_words(poet) if poet else frozenset()
+        self.known = own if len(own) >= MIN_POET_VOCABULARY else known_words()
+        self.known_prefixes = _prefixes(poet if len(own) >= MIN_POET_VOCABULARY else None)
+        self._pools: dict[str, list[str]] = {}
+
+    # -- tokens of words in running text ------------------------------------------------------
+    def _word_tokens(self, words: str) -> list[int]:
+        """Token ids of " words" as they appear after a previous word."""
+        ids = self.tok.encode("ا " + words)
+        return ids[len(self._space_prefix):]
+
+    # -- rhyme candidates ------------------------------------------------------------------------
+    def candidates(self, words: list[str], rhyme: RhymeSpec, limit: int = MAX_CANDIDATES) -> list[str]:
+        """Lexicon words that carry the qafiya and, followed by the radif, finish the hemistich
+        in the metre after `words`; most frequent first."""
+        q = rhyme_key(rhyme.qafiya)
+        if q not in self._pools:
+            self._pools[q] = [w for w in _words_ending(q) if w in self.known and not self._glued(w)]
+        pool = [w for w in self._pools[q] if w not in self.used_rhyme_words]
+        return self.tracker.endings(words, pool, " ".join(rhyme.radif), limit)
+
+    def _glued(self, word: str) -> bool:
+        """Whether a lexicon word is two words run together in the source (از کار → ازکار),
+        seen as a split of its tokens into two known words: offering it would let the model write
+        a preposition and a noun without the space between them."""
+        ids = self._word_tokens(word)
+        for k in range(1, len(ids)):
+            head, rest = self.tok.decode(ids[:k]).strip(), self.tok.decode(ids[k:])
+            if head in self.known and rest in self.known and not rest.startswith(ZWNJ):
+                return True
+        return False
+
+    def _known(self, word: str) -> bool:
+        """Whether a written word is a word of the classical poets (see `lexicon`)."""
+        return all(w in self.known for w in verse_words(word))
+
+    def _could_be_known(self, start: int, token: int) -> bool:
+        """Whether the hemistich's last word, once `token` is written, is a known word or the
+        beginning of one (true while a letter is split over tokens and does not decode yet)."""
+        text = self.tok.decode(self.decoder.history[start:] + [token])
+        if text.endswith("\ufffd") or text.endswith(" "):
+            return True
+        words = verse_words(text.rsplit(" ", 1)[-1])
+        return not words or words[-1] in self.known_prefixes
+
+    def _room(self, words: list[str]) -> int:
+        """Fewest syllables the metre still wants after `words` (read as unfinished)."""
+        states = self.tracker.nodes(words)
+        return min((self.tracker.room(node) for node in states), default=0)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _sample(self, logits: torch.Tensor, banned: set[int], only: set[int] | None = None) -> int | None:
+        mask = self.allowed_mask(self.decoder.history[self._start:]) & ~self.wordless
+        if only is not None:
+            keep = torch.zeros_like(mask)
+            keep[list(only)] = True
+            mask &= keep
+        if banned:
+            mask[list(banned)] = False
+        if not mask.any():
+            return None
+        logits = logits.float()
+        if self.style_bias is not None:
+            logits = logits + poem_bias(self.style_bias, self.decoder.history[self._body_start:])
+        return sample(logits.masked_fill(~mask, float("-inf")), self.sampling, self.generator)
+
+    def write(self, separator: int, rhyme: RhymeSpec | None) -> HemistichResult:
+        """Write one hemistich and push its separator; the decoder ends after the separator."""
+        start = self._start = len(self.decoder.history)
+        result = HemistichResult("")
+        for attempt in range(RESTARTS + 1):
+            self.decoder.rewind(start)
+            text = self._attempt(separator, rhyme, result)
+            if text is not None:
+                result.text = text
+                return result
+            result.restarts = attempt + 1
+        # Give up the metre for this hemistich: the form and the number of couplets still hold.
+        self.decoder.rewind(start)
+        result.relaxed = True
+        result.text = self._free(separator, rhyme, result)
+        return result
+
+    def _text(self, start: int) -> str:
+        return self.tok.decode(self.decoder.history[start:])
+
+    def _attempt(self, separator: int, rhyme: RhymeSpec | None, result: HemistichResult) -> str | None:
+        decoder, start = self.decoder, len(self.decoder.history)
+        bans: dict[int, set[int]] = {}
+        word_starts = [start]  # history lengths where each word began
+        tries = 0
+
+        def take_back(position: int) -> None:
+            """Rewind to `position` (a word start) and ban the token that began that word."""
+            nonlocal tries
+            tries += 1
+            token = decoder.history[position] if position < len(decoder.history) else None
+            decoder.rewind(position)
+            for p in [p for p in bans if p > position]:
+                del bans[p]
+            while word_starts and word_starts[-1] > position:
+                word_starts.pop()
+            if token is not None:
+                bans.setdefault(position, set()).add(token)
+
+        while tries <= MAX_TRIES:
+            position = len(decoder.history)
+            token = self._sample(decoder.logits, bans.get(position, set()) | ({separator} if position == start else set()))
+            if token is None or len(bans.get(position, ())) > MAX_REFUSED:  # the word before is a dead end
+                if len(word_starts) <= 1 and position == start:
+                    return None
+                take_back(word_starts[-1] if word_starts[-1] < position else word_starts[-2])
+                continue
+            text = self._text(start)
+            finishing = token == separator
+            finishes_word = finishing or bool(self.starts_word[token] and text.strip())
+            # Words are looked ahead of letter by letter: a token after which the word being
+            # written begins no known word is refused where it was drawn, and another drawn from
+            # the same logits. Taking the word back once written would throw away the decoding
+            # steps of its tokens (Hafez ghazals, seeds 1-40: 16,955 -> 12,962 steps; BENCHMARKS.md).
+            if not finishing and not self._could_be_known(start, token):
+                bans.setdefault(position, set()).add(token)
+                continue
+            if finishes_word:
+                words = text.split()
+                if not self._known(words[-1]):
+                    take_back(word_starts[-1])
+                    continue
+                if finishing:
+                    if self.tracker.complete(text) and (rhyme is None or rhyme.holds(text)):
+                        decoder.push(token)
+                        result.tries += tries
+                        return text
+                    if self.tracker.viable(words):
+                        bans.setdefault(position, set()).add(separator)  # more words are needed
+                    else:
+                        take_back(word_starts[-1])
+                    continue
+                if not self.tracker.viable(words):
+                    take_back(word_starts[-1])
+                    continue
+                room = self._room(words) - _radif_syllables(rhyme) if rhyme is not None else 0
+                if rhyme is not None and room <= RHYME_ROOM:
+                    fits = self.candidates(words, rhyme)
+                    if fits:
+                        ended = self._rhyme_ending(start, fits, rhyme, separator, result)
+                        if ended is not None:
+                            result.tries += tries
+                            return ended
+                    if room <= 1:  # no rhyme word fits what is left
+                        take_back(word_starts[-1])
+                        continue
+                word_starts.append(position)
+            decoder.push(token)
+            if len(self._text(start)) > 120:  # a runaway hemistich: start this word again
+                take_back(word_starts[-1])
+        result.tries += tries
+        return None
+
+    def _rhyme_ending(self, start: int, fits: list[str], rhyme: RhymeSpec, separator: int,
+                      result: HemistichResult, metre: bool = True) -> str | None:
+        """Let the model pick the rhyme word among `fits`, then write the radif and check (the
+        metre too, unless `metre` is False)."""
+        decoder = self.decoder
+        position = len(decoder.history)
+        tail = self._word_tokens(" ".join(rhyme.radif)) if rhyme.radif else []
+        stop_token = tail[0] if tail else separator
+        left = list(fits)
+        for _ in range(4):
+            if not left:
+                return None
+            ending = _Ending({tuple(self._word_tokens(w)): w for w in left}, tail)
+            while True:
+                nxt, complete = ending.allowed()
+                if not nxt or (complete and self._prefers_stop(nxt, stop_token)):
+                    break
+                token = self._sample(decoder.logits, set(), only=nxt)
+                if token is None:
+                    break
+                ending.written.append(token)
+                decoder.push(token)
+            word = ending.sequences.get(tuple(ending.written))
+            if word is not None:
+                for t in tail:
+                    decoder.push(t)
+                text = self._text(start)
+                if (not metre or self.tracker.complete(text)) and rhyme.holds(text):
+                    decoder.push(separator)
+                    self.used_rhyme_words.add(word)
+                    result.rhyme_word = word
+                    return text
+                left.remove(word)
+            else:
+                written = tuple(ending.written)
+                left = [w for w in left if tuple(self._word_tokens(w))[:len(written)] != written]
+            decoder.rewind(position)
+        return None
+
+    def _prefers_stop(self, continuations: set[int], stop_token: int) -> bool:
+        """At a complete candidate that is also the start of longer ones: ask the model whether
+        the word ends here (the radif's first token or the separator) or goes on."""
+        logits = self.decoder.logits.float()
+        go_on = torch.logsumexp(logits[list(continuations)], dim=0)
+        return bool(logits[stop_token] >= go_on)
+
+    def _free(self, separator: int, rhyme: RhymeSpec | None, result: HemistichResult) -> str:
+        """A hemistich without the metre, when the constraints could not be met: the model writes
+        until it would end the line (at most about a line's length of words), then, where the form
+        wants the rhyme, a rhyme word of its choice and the radif."""
+        decoder, start = self.decoder, len(self.decoder.history)
+        words = 0
+        for _ in range(60):
+            token = self._sample(decoder.logits, set() if len(decoder.history) > start else {separator})
+            if token is None or token == separator:
+                break
+            if self.starts_word[token]:
+                words += 1
+                if words >= 7:
+                    break
+            decoder.push(token)
+        if rhyme is not None:
+            pool = self._pools.get(rhyme_key(rhyme.qafiya)) or _words_ending(rhyme_key(rhyme.qafiya))
+            pool = [w for w in pool if w not in self.used_rhyme_words][:MAX_CANDIDATES]
+            text = self._rhyme_ending(start, pool, rhyme, separator, result, metre=False)
+            if text is not None:
+                return text
+        text = self._text(start)
+        decoder.push(separator)
+        return text
+
+
+@lru_cache(maxsize=4)
+def _prefixes(poet: str | None) -> frozenset[str]:
+    """Every beginning of a word the writer may use (`poet`'s words, or with None the classical
+    poets'), the words themselves included."""
+    words = poet_words(poet) if poet is not None else known_words()
+    return frozenset(word[:k] for word in words for k in range(1, len(word) + 1))
+
+
+@lru_cache(maxsize=256)
+def _radif_syllables(rhyme: RhymeSpec) -> int:
+    """The fewest syllables the radif can take at the end of a hemistich."""
+    return min(syllable_counts(" ".join(rhyme.radif)), default=0)
+
+
+@lru_cache(maxsize=256)
+def _words_ending(qafiya: str) -> tuple[str, ...]:
+    """Rhyme-lexicon words whose rhyme letters end with `qafiya` (and are more than it), commonest first."""
+    return tuple(w for w, key, n in _rhyme_index()
+                 if n >= MIN_RHYME_COUNT and key.endswith(qafiya) and key != qafiya)
