@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -33,6 +35,18 @@ def test_scan_names_the_metre_aligns_syllables_and_finds_the_rhyme():
 
 def test_scan_of_nothing_is_empty():
     assert scan("hello 123").metre_id is None
+
+
+def test_rule_based_scanning_imports_no_torch():
+    """The scanner and the combined-scan module load torch only when the classifier is used
+    (`scan.default_classifier`): a fresh interpreter scans a couplet with torch never imported."""
+    code = ("import sys; from persian_poetry.prosody.scansion import scan_poem; "
+            "from persian_poetry.prosody import scan as s; "
+            f"r = scan_poem({HAFEZ[:2]!r}); print(r.metre_id); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False"]
 
 
 def test_classifier_probabilities_and_safe_save_load(tmp_path):

@@ -20,19 +20,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..files import sha256_of
-from .controls import BEYT, BODY, END, HEMI, Controls, header_tokens
+from .controls import BEYT, END, HEMI, Controls, poem_header
 from .corpus import SPLITS, Poem, read_jsonl
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 CACHE_VERSION = 2  # 2: the cache also holds tokenizer.json and metres.json
 START, HEADER, BODY_LEN, CHARS = range(4)  # columns of `index`
-
-def poem_header_ids(tokenizer, controls: Controls, poet=None, form=None, metre=None, rhyme=None) -> list[int]:
-    specials, rhyme_text = header_tokens(poet, form, metre, rhyme, controls)
-    ids = [tokenizer.token_to_id(t) for t in specials]
-    if rhyme_text:
-        ids += tokenizer.encode(rhyme_text)
-    return ids + [tokenizer.token_to_id(BODY)]
 
 
 def body_chars(poem: Poem) -> int:
@@ -43,7 +36,7 @@ def body_chars(poem: Poem) -> int:
 
 def encode_poem(poem: Poem, tokenizer, controls: Controls, hemistich_ids: list[list[int]] | None = None):
     """(header ids, body ids) of a poem; `hemistich_ids` saves re-encoding when batch-encoded."""
-    header = poem_header_ids(tokenizer, controls, poem.poet, poem.form, poem.metre, poem.rhyme)
+    header = poem_header(controls, poem.poet, poem.form, poem.metre, poem.rhyme).ids(tokenizer)
     if hemistich_ids is None:
         hemistich_ids = [tokenizer.encode(h) for h in poem.hemistichs]
     hemi, beyt, end = (tokenizer.token_to_id(t) for t in (HEMI, BEYT, END))

@@ -14,11 +14,13 @@ giving JSON-ready dicts), so the command line prints them and the web page draws
 5. `generation_trace`: decoding one token at a time: the context against the limit, the top
    candidates after temperature, top-k and top-p, and the token drawn.
 
-The trace of step 5 drives the model itself, token by token with the KV cache, because the
-engine has no per-step hook; it draws with the engine's own `sample`, so with the same seed it
-draws exactly the tokens `Engine.stream` draws (a test holds it to that), and shows the
-candidates' probabilities after the engine's `filter_logits`. It shows the bare model and sampler: the poem writer
-(`generate.py`) additionally masks tokens that would break the form before this filter.
+The trace of step 5 decodes with the engine's own `Decoder` (token history, KV cache, and the
+window slide with the header pinned) and draws with its `sample`, so with the same seed it draws
+the tokens `Engine.stream` draws (a test holds it to that), and shows the candidates'
+probabilities after the engine's `filter_logits`. Each step's logits come from the model's
+`forward` rather than its `decode_step` (the same numbers up to float rounding), as the trace
+has always shown them. It shows the bare model and sampler: the poem writer (`generate.py`)
+additionally masks tokens that would break the form before this filter.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..data.controls import POEM, control_token
 from ..data.tokenizer import CharTokenizer
 from ..errors import PoetryError
-from ..gpt.engine import filter_logits, sample
-from ..gpt.model import KVCache, sinusoidal_table
+from ..gpt.engine import Decoder, filter_logits, sample
+from ..gpt.model import sinusoidal_table
 from ..gpt.sampling import Sampling
 from ..writing.bundle import PoetryModel
-from ..writing.generate import validate_request
+from ..writing.generate import header_ids, validate_request
 from ..writing.request import PoemRequest
 
 
@@ -372,47 +373,36 @@ def generation_trace(poetry: PoetryModel, poet: str = "hafez", form: str = "ghaz
                      sampling: Sampling | None = None, seed: int = 0, top: int = 5) -> GenerationTrace:
     """Decode `steps` tokens after `<|poem|><|poet:..|><|form:..|>` and record every step.
 
-    The same window rule as the engine: when the context is full, the header stays pinned and
-    the oldest half of the rest is dropped (so `steps` may exceed the context length)."""
+    The engine's `Decoder` keeps the window: when the context is full, the header stays pinned
+    and the oldest half of the rest is dropped (so `steps` may exceed the context length)."""
     sampling = sampling or Sampling()
     # The poem writer's own check of poet, form and sampling settings.
-    validate_request(poetry, PoemRequest(poet=poet, form=form, temperature=sampling.temperature,
-                                         top_k=sampling.top_k, top_p=sampling.top_p, seed=seed))
+    request = PoemRequest(poet=poet, form=form, temperature=sampling.temperature, top_k=sampling.top_k,
+                          top_p=sampling.top_p, seed=seed)
+    validate_request(poetry, request)
     _check_size("steps", steps, 10_000)
     _check_size("top", top, 100)
-    tok, model = poetry.tokenizer, poetry.model
-    limit = model.config.context_length
-    header = [tok.token_to_id(t) for t in (POEM, control_token("poet", poet), control_token("form", form))]
-    pinned = len(header)
+    tok = poetry.tokenizer
+    header = header_ids(poetry, request, open_at="metre")  # the model chooses the metre and the rest
+    poetry.model.eval()
+    decoder = Decoder(poetry.model, header, len(header))
     generator = torch.Generator(device=poetry.device).manual_seed(seed)
-    model.eval()
-
-    def prefill(window: list[int]) -> tuple[KVCache, torch.Tensor]:
-        cache = KVCache(model.config, 1, poetry.device, model.token_embedding.weight.dtype)
-        logits, _, _ = model(torch.tensor([window], device=poetry.device), cache=cache)
-        return cache, logits[0, -1]
 
     def candidate(i: int, probs: torch.Tensor, raw: torch.Tensor) -> Candidate:
         return Candidate(i, tok.id_to_token(i), float(probs[i]), float(raw[i]))
 
     trace = GenerationTrace([tok.id_to_token(i) for i in header], asdict(sampling), seed)
-    history = list(header)
-    cache, logits = prefill(header)
     shifted = False
     for step in range(1, steps + 1):
+        logits = decoder.logits
         raw = logits.float().softmax(dim=-1)
         probs = filter_logits(logits.float(), sampling).softmax(dim=-1)
         token = sample(logits, sampling, generator)
         best = torch.topk(probs, min(top, probs.numel()))
         candidates = [candidate(int(i), probs, raw) for p, i in zip(best.values, best.indices, strict=True) if p > 0]
-        trace.steps.append(DecodeStep(step, cache.length, limit, shifted, candidates, candidate(token, probs, raw)))
-        history.append(token)
-        shifted = cache.length == limit
-        if shifted:
-            keep = (limit - pinned) // 2
-            cache, logits = prefill(history[:pinned] + history[-keep:])
-        else:
-            out, _, _ = model(torch.tensor([[token]], device=poetry.device), cache=cache)
-            logits = out[0, -1]
-    trace.generated = tok.decode(history[pinned:])
+        context = decoder.cache.length
+        trace.steps.append(DecodeStep(step, context, decoder.context, shifted, candidates, candidate(token, probs, raw)))
+        decoder.push(token)
+        shifted = context == decoder.context  # the push slid the window
+    trace.generated = tok.decode(decoder.history[len(header):])
     return trace

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from .classifier import labelled_hemistichs
 from .metres import load_catalogue
-from .scan import MISS_COST, RULE_WEIGHT, combined_scores, default_classifier
-from .scansion import scan_hemistich, scan_poem
+from .scan import RULE_WEIGHT, combined_scores, default_classifier
+from .scansion import MISS_COST, scan_hemistich, scan_poem
 
 
 def evaluate_prosody(data, split: str = "test", limit: int | None = None, poets=None, classifier=None,

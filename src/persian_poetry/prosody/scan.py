@@ -23,10 +23,9 @@ from ..errors import PoetryError
 from ..text import PERSIAN_LETTERS, normalize
 from .metres import load_catalogue
 from .rhyme import Rhyme, analyze_rhyme
-from .scansion import Scansion, scan_hemistich
+from .scansion import MISS_COST, Scansion, scan_hemistich
 
 RULE_WEIGHT = 0.5
-MISS_COST = 6.0
 # A long masnavi section runs to some 2,000 couplets, about 100,000 characters. Scanning costs time
 # and memory in proportion (2.6 million characters: 13 s and 0.5 GB), so longer text is refused up front.
 MAX_SCAN_CHARS = 100_000
@@ -71,8 +70,10 @@ class PoemProsody:
 
 @lru_cache(maxsize=1)
 def default_classifier():
-    # Deferred: the classifier needs torch (2-3 s to import on our 2-core machine), and the rule-based
-    # scan must not pay for it (tests/test_prosody.py checks that scanning without it imports no torch).
+    # Deferred: the classifier needs torch (a second or more to import), and the rule-based scanner must
+    # not pay for it. Importing this module and scanning with `scansion` import no torch
+    # (tests/test_prosody.py checks it); the first call here does, and `scan` and `combined_scores`
+    # make that call whenever they are given no classifier.
     from .classifier import load_classifier
 
     return load_classifier(METRE_CLASSIFIER_DIR) if METRE_CLASSIFIER_DIR.exists() else None

@@ -81,7 +81,7 @@ PRIOR_WEIGHT = 1.2          # cost per nat of metre rarity
 BEAM = 5.0                   # readings costlier than the cheapest by more are dropped
 STATE_BEAM = 3.0             # ... and partial readings of the hemistich, at each word
 MAX_READINGS = 32            # weight strings kept per word in context
-MISS_COST = 6.0              # poem level: a hemistich the metre does not fit
+MISS_COST = 6.0              # poem level: a hemistich the metre does not fit (also prosody.scan's)
 POEM_PRIOR_WEIGHT = 1.5      # poem level: cost per nat of metre rarity (given the poem's shape)
 
 
@@ -583,8 +583,8 @@ class _Compiled:
         return tuple(out)
 
 
-@lru_cache(maxsize=4)
-def _compiled(catalogue_key: int = 0) -> _Compiled:
+@lru_cache(maxsize=1)
+def _compiled() -> _Compiled:
     return _Compiled(load_catalogue())
 
 
@@ -979,7 +979,7 @@ def scan_poem(hemistichs: list[str], top: int = 5, align: bool = True) -> PoemSc
     z = sum(math.exp(lowest - t) for t, _, _ in totals)
     cands = [Candidate(mid, metres[ids[mid]].name, round(t, 3), math.exp(lowest - t) / z,
                        metres[ids[mid]].pattern, "") for t, mid, _ in totals[:top]]
-    best_total, best_id, fitted = totals[0]
+    _, best_id, fitted = totals[0]
     per = [scan_hemistich(h, metre=best_id, top=1, align=align) for h in hemistichs] if align else scans
     return PoemScansion(best_id, metres[ids[best_id]].name, cands[0].score, vote_id, votes, fitted, per, cands)
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from ..data.controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, POEM, RHYME, control_token
+from ..data.controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, RHYME, metre_token_ids, poem_header
 from ..errors import MetreError, PoetryError
 from ..gpt.engine import Engine
 from ..gpt.sampling import Sampling
@@ -68,6 +68,12 @@ def resolved_request(poetry: PoetryModel, request: PoemRequest) -> PoemRequest:
 
 def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, int]:
     """Check a request against what the model knows; return (couplets, seed)."""
+    _, couplets, seed = _checked_request(poetry, request)
+    return couplets, seed
+
+
+def _checked_request(poetry: PoetryModel, request: PoemRequest) -> tuple[PoemRequest, int, int]:
+    """`validate_request`, also returning the request as `resolved_request` gives it."""
     controls = poetry.controls
     if request.poet not in controls.poets:
         raise PoetryError(f"unknown poet {request.poet!r}; choose from: {_choices(controls.poets)}")
@@ -102,7 +108,7 @@ def validate_request(poetry: PoetryModel, request: PoemRequest) -> tuple[int, in
     except ValueError as err:
         raise PoetryError(str(err)) from None
     seed = request.seed if request.seed is not None else int.from_bytes(os.urandom(4), "little")
-    return couplets, seed
+    return request, couplets, seed
 
 
 class _PoemState:
@@ -124,7 +130,7 @@ class _PoemState:
         # Vowel marks other than the ezafe hamza (هٔ), which classical verse is usually written without.
         self.vowel_marks = torch.tensor([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~self.special
         self.allow_marks = vowel_marks
-        self.metre_ids = torch.tensor([tok.token_to_id(control_token("metre", m)) for m in poetry.controls.metres])
+        self.metre_ids = torch.tensor(list(metre_token_ids(tok, poetry.controls).values()))
         self.couplets = couplets
         self.phase = phase  # "metre", "after_metre", "rhyme" or "body"
         self.rhyme_ids: list[int] = []
@@ -232,8 +238,7 @@ def write_poem(poetry: PoetryModel, request: PoemRequest,
     By default the metre and the rhyme are kept by constrained decoding (`verse.py`); each
     hemistich is then passed on once it is accepted. `request.free` leaves the model alone and
     streams token by token."""
-    couplets, seed = validate_request(poetry, request)
-    request = resolved_request(poetry, request)
+    request, couplets, seed = _checked_request(poetry, request)
     generator = torch.Generator(device=poetry.device).manual_seed(seed)
     sampling = Sampling(request.temperature, request.top_k, request.top_p)
     started = time.perf_counter()
@@ -242,25 +247,21 @@ def write_poem(poetry: PoetryModel, request: PoemRequest,
     return _write_constrained(poetry, request, couplets, seed, sampling, generator, on_event, started)
 
 
-def _control_ids(poetry: PoetryModel, request: PoemRequest) -> list[int]:
-    tok = poetry.tokenizer
-    return [tok.token_to_id(t) for t in (POEM, control_token("poet", request.poet), control_token("form", request.form))]
-
-
-def _rhyme_ids(poetry: PoetryModel, letters: str) -> list[int]:
-    tok = poetry.tokenizer
-    return [tok.token_to_id(RHYME)] + tok.encode(letters[-MAX_RHYME_CHARS:]) + [tok.token_to_id(BODY)]
+def header_ids(poetry: PoetryModel, request: PoemRequest, metre: int | None = None, rhyme: str | None = None, *,
+               open_at: str | None = None) -> list[int]:
+    """The control header for `request` (in `metre`, rhyming on `rhyme` letters), as training
+    encodes it: `controls.poem_header`, left open at "metre" or "rhyme" for the model to choose."""
+    return poem_header(poetry.controls, request.poet, request.form, metre, rhyme, open_at=open_at).ids(poetry.tokenizer)
 
 
 def _write_free(poetry, request, couplets, seed, sampling, generator, on_event, started) -> Poem:
     tok = poetry.tokenizer
     engine = Engine(poetry.model)
     # 1. The header: what the request fixes, then the model's own choice of metre and rhyme.
-    header = _control_ids(poetry, request)
-    if request.metre is not None:
-        header.append(tok.token_to_id(control_token("metre", request.metre)))
-    if request.rhyme is not None:
-        header += _rhyme_ids(poetry, rhyme_key(request.rhyme) + rhyme_key(request.radif or ""))
+    if request.rhyme is not None:  # (validated: with a metre)
+        header = header_ids(poetry, request, request.metre, rhyme_key(request.rhyme) + rhyme_key(request.radif or ""))
+    else:
+        header = header_ids(poetry, request, request.metre, open_at="metre" if request.metre is None else "rhyme")
     body_id, end_id = tok.token_to_id(BODY), tok.token_to_id(END)
     if header[-1] != body_id:
         state = _PoemState(poetry, couplets, "after_metre" if request.metre is not None else "metre")
@@ -310,7 +311,8 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
 
     tok = poetry.tokenizer
     engine = Engine(poetry.model)
-    header = _control_ids(poetry, request)
+    header = header_ids(poetry, request, open_at="metre")
+    metre_ids = metre_token_ids(tok, poetry.controls)
     metre = request.metre
     if metre is None and request.form == "rubai":
         metre = RUBAI_ID
@@ -319,7 +321,7 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
     if metre is None or metre not in poetry.controls.metres:  # the model's own choice, as in free writing
         state = _PoemState(poetry, couplets, "metre")
         token = next(engine.stream(header, 0, sampling, generator, 1, state.edit_logits))
-        metre = next(m for m in poetry.controls.metres if tok.token_to_id(control_token("metre", m)) == token)
+        metre = next(m for m, token_id in metre_ids.items() if token_id == token)
     first = request.first or []
     if request.rhyme is not None:
         rhyme = RhymeSpec(request.rhyme, tuple(verse_words(request.radif)) if request.radif else ())
@@ -327,7 +329,7 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
         rhyme = RhymeSpec(qafiya_of(verse_words(first[0])[-1]))
     else:
         rhyme = RhymeSpec(choose_qafiya(seed))
-    header += [tok.token_to_id(control_token("metre", metre))] + _rhyme_ids(poetry, rhyme.letters)
+    header = header_ids(poetry, request, metre, rhyme.letters)
 
     prompt = header + [tok.token_to_id(VERSE_START)]
     decoder = engine.decoder(prompt, len(prompt))
@@ -369,7 +371,7 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
 def _assemble(poetry: PoetryModel, request: PoemRequest, header: list[int], body: list[int], seed: int,
               started: float) -> Poem:
     tok = poetry.tokenizer
-    metre = next((m for m in poetry.controls.metres if tok.token_to_id(control_token("metre", m)) in header), None)
+    metre = next((m for m, token_id in metre_token_ids(tok, poetry.controls).items() if token_id in header), None)
     rhyme_id = tok.token_to_id(RHYME)
     rhyme = tok.decode(header[header.index(rhyme_id) + 1:-1]) if rhyme_id in header else ""
     separators = {tok.token_to_id(t) for t in (HEMI, BEYT, END)}
