@@ -142,3 +142,38 @@ def test_notebook_text_with_a_bpe_tokenizer_is_scored_per_character(tmp_path):
     config = tiny_config(path, tmp_path / "run", tokenizer=str(tmp_path / "tok.json"), max_steps=4, eval_interval=100)
     report = train(config, command_line=["test"])
     assert report["final_val"]["characters"] == val_chars
+
+
+def test_wsd_schedule_holds_the_peak_until_the_decay_leg():
+    cfg = TrainConfig(schedule="wsd", learning_rate=1.0, min_learning_rate=0.1, warmup_steps=10, decay_steps=100)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)  # warm-up
+    assert learning_rate(cfg, 5000, 10**6) == pytest.approx(1.0)  # stable: neither steps nor time decay it
+    assert learning_rate(cfg, 5000, 0, decay_start=5000) == pytest.approx(1.0)  # decay leg: 1 - sqrt(progress)
+    assert learning_rate(cfg, 5025, 0, decay_start=5000) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert learning_rate(cfg, 5100, 0, decay_start=5000) == pytest.approx(0.1)
+    assert learning_rate(cfg, 700, 0, warm_from=695) == pytest.approx(0.6)  # warming up again after step 695
+
+
+def test_a_wsd_run_is_extended_leg_by_leg_then_decayed(corpus_path, tmp_path):
+    wsd = dict(schedule="wsd", max_steps=10**6, eval_interval=5, checkpoint_interval=5)
+    train(tiny_config(corpus_path, tmp_path, **wsd, time_budget=1.0), command_line=["leg 1"])
+    first = load_training_state(tmp_path / "checkpoint.pt")
+    assert first["decay_start"] is None and [leg["phase"] for leg in first["legs"]] == ["stable"]
+    report = train(tiny_config(corpus_path, tmp_path, **wsd, resume=True, decay_steps=7), command_line=["leg 2"])
+    assert report["steps"] == first["step"] + 7  # the decay leg begins where the run stood
+    legs = report["legs"]
+    assert [(leg["leg"], leg["phase"], leg["command_line"]) for leg in legs] == [(1, "stable", ["leg 1"]),
+                                                                                (2, "decay", ["leg 2"])]
+    assert legs[1]["start_step"] == legs[0]["end_step"] == first["step"] and legs[1]["end_step"] == report["steps"]
+    assert legs[1]["tokens"] == 7 * 8 * 64 and legs[1]["val_bits_per_char"] == report["history"][-1]["val_bits_per_char"]
+    assert "| 2 | decay |" in (tmp_path / "model" / "report.md").read_text()
+
+
+def test_resume_from_model_weights_alone_when_the_checkpoint_is_lost(corpus_path, tmp_path):
+    train(tiny_config(corpus_path, tmp_path, max_steps=10), command_line=["test"])
+    (tmp_path / "checkpoint.pt").unlink()
+    report = train(tiny_config(corpus_path, tmp_path, max_steps=14, resume=True, warmup_steps=3),
+                   command_line=["test"])
+    assert report["steps"] == 14 and report["tokens_seen"] == 14 * 8 * 64  # counted on from the report
+    assert load_training_state(tmp_path / "checkpoint.pt")["warm_from"] == 10
+    assert [(leg["start_step"], leg["end_step"]) for leg in report["legs"]] == [(0, 10), (10, 14)]  # from the report

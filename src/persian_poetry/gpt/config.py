@@ -34,8 +34,13 @@ class TrainConfig:
     # optimisation
     batch_size: int = option(32, "sequences per step (per process)")
     learning_rate: float = option(2e-3, "peak learning rate")
-    min_learning_rate: float = option(2e-4, "learning rate at the end of the cosine decay")
-    warmup_steps: int = option(200, "linear warm-up steps")
+    min_learning_rate: float = option(2e-4, "learning rate at the end of the decay")
+    warmup_steps: int = option(200, "linear warm-up steps (again after a resume from model weights alone)")
+    schedule: str = option("cosine", "'cosine': decay over max_steps or the time budget; 'wsd': warm-up, then "
+                                     "the peak rate for as long as --resume extends the run, then a decay leg "
+                                     "of --decay-steps")
+    decay_steps: int = option(0, "wsd: begin the final decay leg now and train this many more steps "
+                                 "(0: stay at the peak rate)")
     max_steps: int = option(5000, "stop after this many steps")
     time_budget: float | None = option(None, "stop after this many seconds of training (the schedule fits itself to it)")
     weight_decay: float = option(0.1, "AdamW weight decay of matrices")

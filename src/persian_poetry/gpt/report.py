@@ -28,8 +28,12 @@ def git_commit() -> str | None:
         return None
 
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def hardware(device: torch.device, world_size: int) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": str(torch.__version__),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
             "processes": world_size}
     if device.type == "cuda":
@@ -55,12 +59,12 @@ def weights_digest(model) -> str:
 
 
 def build_report(cfg, command_line, model, final, history, tokens_seen, steps, elapsed, data_hash, poets,
-                 device, world_size, commit: str | None) -> dict:
+                 device, world_size, commit: str | None, legs: list[dict] | None = None) -> dict:
     """`commit`: `git_commit()` taken when training started (a commit made during a long run must not be
     credited with it)."""
     raw = getattr(model, "module", model)
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
         "command_line": command_line if command_line is not None else sys.argv,
         "seed": cfg.seed,
         "git_commit": commit,
@@ -73,6 +77,7 @@ def build_report(cfg, command_line, model, final, history, tokens_seen, steps, e
         "train_seconds": round(elapsed, 1),
         "final_val": final.to_dict(),
         "history": history,
+        "legs": legs or [],
     }
 
 
@@ -108,6 +113,17 @@ def markdown(report: dict) -> str:
     ]
     lines += [f"| {h['step']} | {h['tokens']:,} | {h['elapsed'] / 60:.1f} | {h['train_loss']:.4f} | "
               f"{h['val_bits_per_char']:.4f} |" for h in report["history"]]
+    if report.get("legs"):
+        lines += ["", "## Legs (each run of `train`; `--resume` adds one)", "",
+                  "| leg | phase | steps | tokens | minutes | hardware | val bits/char at its end |",
+                  "|---:|---|---|---:|---:|---|---:|"]
+        for leg in report["legs"]:
+            hw_leg = leg.get("hardware", {})
+            where = f"{hw_leg.get('gpu') or hw_leg.get('cpu', '?')}, {hw_leg.get('torch_threads', '?')} thread(s)"
+            val = leg.get("val_bits_per_char")
+            lines.append(f"| {leg['leg']} | {leg['phase']} | {leg['start_step']}-{leg.get('end_step', '?')} | "
+                         f"{leg.get('tokens', 0):,} | {leg.get('wall_seconds', 0) / 60:.1f} | {where} | "
+                         f"{'-' if val is None else f'{val:.4f}'} |")
     if "rank_weight_sha256" in report:
         lines += ["", f"DDP ranks' final weight sha256: {', '.join(d[:12] for d in report['rank_weight_sha256'])}"]
     return "\n".join(lines) + "\n"

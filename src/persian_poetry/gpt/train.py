@@ -12,9 +12,11 @@ by steps; a time budget makes the schedule depend on the clock. tests/test_crash
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_model as load_weights
 from tqdm import tqdm
 
 from ..data.corpus import read_plain_text, resolve_poets
@@ -30,10 +34,16 @@ from ..data.tokenizer import CharTokenizer, load_tokenizer
 from ..errors import PoetryError
 from ..files import sha256_of
 from . import report as reporting
-from .checkpoint import load_training_state, save_model_dir, save_training_state
+from .checkpoint import WEIGHTS, load_training_state, save_model_dir, save_training_state
 from .config import TrainConfig
 from .evaluate import evaluate_split
 from .model import GPT, GPTConfig
+
+
+def _phase(cfg: TrainConfig, decay_start: int | None) -> str:
+    if cfg.schedule != "wsd":
+        return cfg.schedule
+    return "decay" if decay_start is not None else "stable"
 
 
 def pick_device(name: str) -> torch.device:
@@ -42,9 +52,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def learning_rate(cfg: TrainConfig, step: int, elapsed: float) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+SCHEDULES = ("cosine", "wsd")
+
+
+def learning_rate(cfg: TrainConfig, step: int, elapsed: float, warm_from: int = 0,
+                  decay_start: int | None = None) -> float:
+    """The rate at `step`. `warm_from`: the step the warm-up began (later than 0 when a run resumed
+    from model weights alone, with a fresh optimizer). `decay_start`: where a wsd run's decay leg began.
+
+    wsd (warmup-stable-decay) keeps the peak rate as long as the run is extended, so a run can go on
+    over many sessions, and anneals only in its last leg, by 1 - sqrt(progress) (Hägele et al. 2024)."""
+    if step - warm_from < cfg.warmup_steps:
+        return cfg.learning_rate * (step - warm_from + 1) / cfg.warmup_steps
+    if cfg.schedule == "wsd":
+        if decay_start is None or cfg.decay_steps <= 0:
+            return cfg.learning_rate
+        progress = min(1.0, (step - decay_start) / cfg.decay_steps)
+        return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * (1 - math.sqrt(progress))
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     if cfg.time_budget:
         progress = max(progress, elapsed / cfg.time_budget)
@@ -106,6 +130,21 @@ def _resume(ckpt_path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> di
     return state
 
 
+def _resume_from_weights(model_dir: Path, model: GPT) -> dict:
+    """The weights of a finished (or exported) model directory, and what its report says of the run
+    so far, for a run whose checkpoint is lost: the optimizer starts afresh and warms up again."""
+    try:
+        load_weights(model, model_dir / WEIGHTS, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise PoetryError(f"{model_dir / WEIGHTS} does not fit this run (other model options?): "
+                          f"{' '.join(str(err).split())[:300]}") from None
+    report_path = model_dir / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
+    return {"step": report.get("steps", 0), "elapsed": report.get("train_seconds", 0.0),
+            "tokens_seen": report.get("tokens_seen", 0), "history": report.get("history", []),
+            "legs": report.get("legs", [])}
+
+
 def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     """Train a model as `cfg` says; returns the report (also written to cfg.out_dir)."""
 
@@ -144,26 +183,52 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.learning_rate, betas=(0.9, 0.95))
+    if cfg.schedule not in SCHEDULES:
+        raise PoetryError(f"unknown schedule {cfg.schedule!r}; choose from: {', '.join(SCHEDULES)}")
     step, elapsed, tokens_seen, history, last_loss = 0, 0.0, 0, [], float("nan")
+    legs: list[dict] = []  # one entry per invocation of `train`: each leg of a run extended by --resume
+    warm_from, decay_start = 0, None
     if cfg.resume and ckpt_path.exists():
         state = _resume(ckpt_path, model, optimizer)
         step, elapsed, tokens_seen, history = state["step"], state["elapsed"], state["tokens_seen"], state["history"]
         last_loss = state.get("last_loss", last_loss)
+        legs, warm_from, decay_start = state.get("legs", []), state.get("warm_from", 0), state.get("decay_start")
         _set_rng_state(state["rng"], np_rng)
         if ddp:
             np_rng = np.random.default_rng([cfg.seed + rank, step])
         if master:
             print(f"resumed from {ckpt_path} at step {step}")
+    elif cfg.resume and (out_dir / "model" / WEIGHTS).exists():
+        state = _resume_from_weights(out_dir / "model", model)
+        step, elapsed, tokens_seen, history, legs = (state["step"], state["elapsed"], state["tokens_seen"],
+                                                     state["history"], state["legs"])
+        warm_from = step
+        np_rng = np.random.default_rng([cfg.seed + rank, step])
+        if master:
+            print(f"no checkpoint in {out_dir}: resumed from the weights of {out_dir / 'model'} at step {step}, "
+                  "with a fresh optimizer (warming up again)")
+    if cfg.schedule == "wsd" and cfg.decay_steps > 0:
+        decay_start = step if decay_start is None else decay_start
+        end_of_decay = decay_start + cfg.decay_steps
+    else:
+        end_of_decay = None
+    leg = {"leg": len(legs) + 1, "started": reporting.now(), "command_line": command_line or sys.argv,
+           "git_commit": code_commit, "hardware": reporting.hardware(device, world), "start_step": step,
+           "start_tokens": tokens_seen, "phase": _phase(cfg, decay_start)}
+    legs.append(leg)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
 
     def checkpoint():
         if master:
+            leg.update(end_step=step, tokens=tokens_seen - leg["start_tokens"], wall_seconds=round(time.time() - leg_start, 1),
+                       val_bits_per_char=history[-1]["val_bits_per_char"] if history else None)
             save_training_state(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "elapsed": elapsed, "tokens_seen": tokens_seen, "history": history, "last_loss": last_loss,
-                "rng": _rng_state(np_rng), "config": asdict(cfg)})
+                "rng": _rng_state(np_rng), "config": asdict(cfg), "legs": legs, "warm_from": warm_from,
+                "decay_start": decay_start})
 
     def validate(limit):
         result = evaluate_split(model, val_split, limit=limit)
@@ -175,16 +240,17 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
                dynamic_ncols=True, desc="training")
     window_tokens, window_start = 0, time.time()
     run_start = time.time() - elapsed
+    leg_start = time.time()
     interrupted = False
     try:
-        while step < cfg.max_steps:
+        while step < cfg.max_steps and (end_of_decay is None or step < end_of_decay):
             elapsed = time.time() - run_start
             stop = torch.tensor([elapsed, float(bool(cfg.time_budget) and elapsed >= cfg.time_budget)])
             if ddp:  # every rank follows rank 0's clock, so they stop and schedule alike
                 dist.broadcast(stop, 0)
             if stop[1] > 0:
                 break
-            lr = learning_rate(cfg, step, float(stop[0]))
+            lr = learning_rate(cfg, step, float(stop[0]), warm_from, decay_start)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = train_split.sample_batch(np_rng, cfg.batch_size, cfg.context_length)
@@ -221,9 +287,10 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     report = None
     if master and not interrupted:
         final = validate(None)
+        leg["val_bits_per_char"] = history[-1]["val_bits_per_char"]  # the leg ends on the whole val split's figure
         model_dir = out_dir / "model"
         report = reporting.build_report(cfg, command_line, model, final, history, tokens_seen, step, elapsed,
-                                        data_hash, poets, device, world, commit=code_commit)
+                                        data_hash, poets, device, world, commit=code_commit, legs=legs)
         save_model_dir(model_dir, model, tokenizer, metre_names, extra={"training": reporting.summary(report)})
         reporting.write_report(model_dir, report)
     if ddp:
