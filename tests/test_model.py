@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from persian_poetry.gpt.engine import Engine, Sampling, filter_logits, sample, sample_rows
-from persian_poetry.gpt.model import GPT, GPTConfig, KVCache, apply_rotary, rotary_tables, sinusoidal_table
+from persian_poetry.gpt.model import GPT, GPTConfig, KVCache, _activation, apply_rotary, rotary_tables, sinusoidal_table
 
 
 def small(**kw) -> GPT:
@@ -225,3 +225,36 @@ def test_attention_dropout_is_its_own_rate_and_only_in_training():
     # Configs written before the field existed load with no attention dropout.
     assert GPTConfig.from_dict({"vocab_size": 50, "dropout": 0.1}).attention_dropout == 0.0
 
+
+
+ARCHITECTURES = [dict(norm="rmsnorm"), dict(mlp="relu2"), dict(mlp="swiglu"), dict(qk_norm=True),
+                 dict(tie_embeddings=False), dict(logit_softcap=0.1),
+                 dict(norm="rmsnorm", mlp="swiglu", qk_norm=True, tie_embeddings=False, logit_softcap=15.0,
+                      positional="rotary")]
+
+
+@pytest.mark.parametrize("options", ARCHITECTURES)
+def test_each_architecture_option_decodes_as_forward_and_changes_the_model(options):
+    model = small(**options)
+    plain = small(**{k: v for k, v in options.items() if k == "positional"})
+    x = torch.randint(0, 50, (2, 12))
+    full, _, _ = model(x)
+    cache = KVCache(model.config, 2, "cpu", torch.float32)
+    model(x[:, :5], cache=cache)
+    steps = torch.stack([model.decode_step(x[:, t:t + 1], cache) for t in range(5, 12)], dim=1)
+    assert torch.allclose(steps, full[:, 5:], atol=1e-5)
+    assert not torch.allclose(full, plain(x)[0], atol=1e-3)  # the option is not ignored
+    assert (model.lm_head.weight is model.token_embedding.weight) == model.config.tie_embeddings
+
+
+def test_architecture_options_by_known_values():
+    h = torch.tensor([[-2.0, -0.5, 0.5, 3.0]])
+    assert torch.equal(_activation("relu2", h), torch.tensor([[0.0, 0.0, 0.25, 9.0]]))
+    gate, value = torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, 3.0]])
+    assert torch.allclose(_activation("swiglu", torch.cat([gate, value], -1)), torch.tensor([[0.0, 3 / (1 + math.exp(-1))]]))
+    capped = small(logit_softcap=2.0)
+    logits = capped(torch.randint(0, 50, (1, 8)))[0]
+    assert logits.abs().max() < 2.0
+    assert GPTConfig(n_embd=192, mlp="swiglu").mlp_hidden == 512  # 8/3 x 192, so 3 C h = 8 C^2
+    with pytest.raises(ValueError, match="mlp must be one of"):
+        GPTConfig(mlp="tanh")

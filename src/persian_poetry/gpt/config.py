@@ -31,6 +31,11 @@ class TrainConfig:
     dropout: float = option(0.0, "dropout rate of embeddings and residual branches")
     attention_dropout: float = option(0.0, "dropout rate of attention weights (slow on a CPU)")
     positional: str = option("sinusoidal", "'sinusoidal', 'learned' or 'rotary'")
+    norm: str = option("layernorm", "'layernorm' or 'rmsnorm'")
+    mlp: str = option("gelu", "feed-forward: 'gelu', 'relu2' or 'swiglu'")
+    qk_norm: bool = option(False, "RMS-normalize queries and keys")
+    untied: bool = option(False, "an output layer of its own instead of the token embedding's matrix")
+    logit_softcap: float = option(0.0, "cap * tanh(logits / cap) when > 0")
     # optimisation
     batch_size: int = option(32, "sequences per step (per process)")
     learning_rate: float = option(2e-3, "peak learning rate")

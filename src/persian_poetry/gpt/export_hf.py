@@ -59,6 +59,11 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     c = model.config
     if c.positional == "rotary":
         raise ExportError("a model with rotary positions cannot be exported: GPT-2 only adds a position table")
+    unlike_gpt2 = [f"{name} {value!r}" for name, value, gpt2 in (
+        ("norm", c.norm, "layernorm"), ("mlp", c.mlp, "gelu"), ("qk_norm", c.qk_norm, False),
+        ("tie_embeddings", c.tie_embeddings, True), ("logit_softcap", c.logit_softcap, 0.0)) if value != gpt2]
+    if unlike_gpt2:
+        raise ExportError(f"a model with {', '.join(unlike_gpt2)} cannot be exported: GPT-2 has none of these")
 
     def bias_of(linear: torch.nn.Linear | torch.nn.LayerNorm) -> torch.Tensor:
         if linear.bias is not None:

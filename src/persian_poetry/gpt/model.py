@@ -1,6 +1,10 @@
 """The GPT: token embedding + positional encoding (or rotary positions on queries and keys),
-pre-LayerNorm transformer blocks of masked multi-head self-attention and a GELU feed-forward, a
-final LayerNorm and an output layer that shares its weights with the token embedding.
+pre-norm transformer blocks of masked multi-head self-attention and a feed-forward, a final norm
+and an output layer that shares its weights with the token embedding.
+
+The defaults are GPT-2's choices (LayerNorm, GELU, tied embeddings). The options that current small
+models use instead (RMSNorm, ReLU² or SwiGLU, QK-norm, untied embeddings, logit soft-capping) are
+here to be measured against them (BENCHMARKS.md, language modelling).
 
 Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D head size.
 """
@@ -15,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 POSITIONAL_KINDS = ("sinusoidal", "learned", "rotary")
+NORM_KINDS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "relu2", "swiglu")
 
 
 @dataclass
@@ -33,8 +39,18 @@ class GPTConfig:
     # scores depend on how far apart two tokens are, not on where they stand).
     positional: str = "sinusoidal"
     bias: bool = False
+    norm: str = "layernorm"  # or "rmsnorm": no mean subtracted, no bias
+    mlp: str = "gelu"  # "relu2": relu(x)^2; "swiglu": silu(gate) * value, 8/3 C wide so the size stays 8 C^2
+    qk_norm: bool = False  # RMS-normalize each head's queries and keys before their dot product
+    tie_embeddings: bool = True  # the output layer reads with the token embedding's matrix
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
 
     def __post_init__(self):
+        for name, value, kinds in (("norm", self.norm, NORM_KINDS), ("mlp", self.mlp, MLP_KINDS)):
+            if value not in kinds:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, kinds))}, not {value!r}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must be >= 0, not {self.logit_softcap}")
         if self.positional not in POSITIONAL_KINDS:
             raise ValueError(f"positional must be one of {', '.join(map(repr, POSITIONAL_KINDS))}, "
                              f"not {self.positional!r}")
@@ -45,6 +61,12 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def mlp_hidden(self) -> int:
+        if self.mlp == "swiglu":
+            return 16 * round(8 * self.n_embd / 3 / 16)  # two input matrices: 3 C h ~ 8 C^2, as 4 C wide
+        return 4 * self.n_embd
 
     @classmethod
     def from_dict(cls, data: dict) -> "GPTConfig":
@@ -113,8 +135,31 @@ def _dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
-def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+def _make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The module's own norm as one functional call (decode_step's way of calling it)."""
+    if isinstance(module, nn.RMSNorm):
+        return F.rms_norm(x, module.normalized_shape, module.weight, module.eps)
     return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+
+def _qk_norm(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return F.rms_norm(q, (q.size(-1),), eps=1e-5), F.rms_norm(k, (k.size(-1),), eps=1e-5)
+
+
+def _activation(kind: str, h: torch.Tensor) -> torch.Tensor:
+    """The feed-forward's non-linearity on the up projection's output."""
+    if kind == "swiglu":
+        gate, value = h.chunk(2, dim=-1)
+        return F.silu(gate) * value
+    if kind == "relu2":
+        return F.relu(h).square()
+    return F.gelu(h)
 
 
 class _DecodeLinear:
@@ -173,6 +218,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
+        self.qk_norm = config.qk_norm
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attention_dropout = config.attention_dropout
@@ -184,6 +230,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # the cache keeps turned keys
+        if self.qk_norm:
+            q, k = _qk_norm(q, k)
         past = 0
         if cache is not None:
             past = cache.length
@@ -212,20 +260,22 @@ class CausalSelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.down = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden
+        self.kind = config.mlp
+        self.up = nn.Linear(config.n_embd, 2 * hidden if config.mlp == "swiglu" else hidden, bias=config.bias)
+        self.down = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = _dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.down(F.gelu(self.up(x))))
+        return self.dropout(self.down(_activation(self.kind, self.up(x))))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln1 = _make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln2 = _make_norm(config)
         self.ff = FeedForward(config)
         self.dropout = _dropout(config.dropout)
 
@@ -258,9 +308,10 @@ class GPT(nn.Module):
         self.position_scale = 1.0 / math.sqrt(config.n_embd) if config.positional == "sinusoidal" else 1.0
         self.dropout = _dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = _make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
         self._decode_cache: _DecodeWeights | None = None  # decode_step's weight layout, built on first use
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual stream.
@@ -312,15 +363,21 @@ class GPT(nn.Module):
         rotary = self._rotary(cache.length, 1)
         for layer, block in enumerate(self.blocks):
             qkv, proj, up, down = weights.blocks[layer]
-            h = _layer_norm(block.ln1, x)
+            h = _norm(block.ln1, x)
             q, k, v = qkv(h).view(B, 3, H, 1, C // H).unbind(1)  # each (B, H, 1, D)
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if block.attn.qk_norm:
+                q, k = _qk_norm(q, k)
             k, v = cache.append(layer, k, v)
             x = x + proj(F.scaled_dot_product_attention(q, k, v).view(B, C))
-            x = x + down(F.gelu(up(_layer_norm(block.ln2, x))))
+            x = x + down(_activation(block.ff.kind, up(_norm(block.ln2, x))))
         cache.length += 1
-        return weights.lm_head(_layer_norm(self.ln_f, x))
+        return self._softcap(weights.lm_head(_norm(self.ln_f, x)))
+
+    def _softcap(self, logits: torch.Tensor) -> torch.Tensor:
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
     def _rotary(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.config.positional != "rotary":
@@ -359,9 +416,8 @@ class GPT(nn.Module):
             all_weights.append(weights)
         if cache is not None:
             cache.length += T
-        x = self.ln_f(x)
+        logits = self._softcap(self.lm_head(self.ln_f(x)))
         if targets is None:
-            return self.lm_head(x), None, all_weights if return_weights else None
-        logits = self.lm_head(x)
+            return logits, None, all_weights if return_weights else None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss, all_weights if return_weights else None

@@ -174,7 +174,9 @@ def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
     train_split, val_split = splits["train"], splits["val"]
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=cfg.context_length, n_layer=cfg.n_layer,
                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
-                          attention_dropout=cfg.attention_dropout, positional=cfg.positional)
+                          attention_dropout=cfg.attention_dropout, positional=cfg.positional, norm=cfg.norm,
+                          mlp=cfg.mlp, qk_norm=cfg.qk_norm, tie_embeddings=not cfg.untied,
+                          logit_softcap=cfg.logit_softcap)
     torch.manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed + rank)  # each rank its own batches
     model = GPT(model_cfg).to(device)
