@@ -25,6 +25,7 @@ from persian_poetry.gpt.checkpoint import (
     CONFIG,
     TOKENIZER,
     WEIGHTS,
+    config_digest,
     load_training_state,
     save_model_dir,
     save_training_state,
@@ -110,7 +111,7 @@ def test_a_forged_hash_does_not_let_a_pickle_or_a_broken_file_in(copy, tmp_path)
 
     for content in (pickle.dumps({"token_embedding.weight": Payload()}), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}"):
         (directory / WEIGHTS).write_bytes(content)
-        edit_config(directory, lambda c: c.update(weights_sha256=sha256(directory / WEIGHTS)))
+        edit_config(directory, lambda c: c["sha256"].update({WEIGHTS: sha256(directory / WEIGHTS)}))
         refused(directory, str(directory / WEIGHTS), "cannot load weights")
     assert not marker.exists()
 
@@ -146,7 +147,7 @@ def test_a_config_directory_instead_of_a_file(copy):
 
 
 def test_a_config_that_disagrees_with_the_weights_is_refused_before_building_the_model(copy):
-    """The config is not covered by the hash: sizes it invents (a billion layers, a vocabulary
+    """Even with its hash forged to match, a config's invented sizes (a billion layers, a vocabulary
     that does not fit the tokenizer) are caught against the weights' own shapes, at once."""
     for change, fragment in ((lambda m: m.update(n_layer=10**9), "n_layer"),
                              (lambda m: m.update(n_embd=2**20, n_head=1), "n_embd"),
@@ -155,22 +156,69 @@ def test_a_config_that_disagrees_with_the_weights_is_refused_before_building_the
                              (lambda m: m.update(n_layer=-1), "n_layer"),
                              (lambda m: m.update(bias=True), "cannot load weights")):
         directory = copy()
-        edit_config(directory, lambda c: change(c["model"]))
+        edit_config(directory, lambda c: (change(c["model"]), c["sha256"].update(config=config_digest(c))))
         refused(directory, str(directory), fragment)
 
 
-def test_weights_without_a_recorded_hash_are_not_trusted(copy):
+def test_files_without_a_recorded_hash_are_not_trusted(copy):
     directory = copy()
-    edit_config(directory, lambda c: c.pop("weights_sha256"))
-    refused(directory, "weights_sha256", str(directory / CONFIG))
+    edit_config(directory, lambda c: c.pop("sha256"))
+    refused(directory, "records no sha256", str(directory / CONFIG))
+    directory = copy()
+    edit_config(directory, lambda c: c["sha256"].pop(TOKENIZER))
+    refused(directory, "records no sha256", str(directory / CONFIG))
+
+
+@pytest.mark.parametrize("change", [lambda m: m.update(n_head=4), lambda m: m.update(positional="rotary"),
+                                    lambda m: m.update(norm="rmsnorm")])
+def test_a_changed_config_is_refused_by_its_checksum(copy, change):
+    """A config edited after saving (another head count, rotary for sinusoidal) would load silently
+    and write garbage: the sha256 the directory records of its config refuses it first."""
+    directory = copy()
+    edit_config(directory, lambda c: change(c["model"]))
+    refused(directory, str(directory / CONFIG), "does not match the sha256 it records")
+
+
+def test_a_changed_tokenizer_is_refused_by_its_checksum(copy):
+    directory = copy()
+    data = json.loads((directory / TOKENIZER).read_text(encoding="utf-8"))
+    data["special_tokens"] = data["special_tokens"][::-1]  # still a valid tokenizer, with ids swapped
+    (directory / TOKENIZER).write_text(json.dumps(data), encoding="utf-8")
+    refused(directory, str(directory / TOKENIZER), "does not match the sha256")
+
+
+def test_saved_files_get_ordinary_permissions_and_the_folder_is_synced(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from persian_poetry import files
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)),
+                                                       real_fsync(fd)))
+    old_mask = os.umask(0o022)
+    try:
+        files.atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert synced == [False, True]  # the file's bytes, then the folder that holds its new name
 
 
 def test_a_damaged_or_mismatched_tokenizer_is_refused(copy):
+    """Past its checksum (forged here, as one who rewrites config.json too would), a tokenizer file
+    is still checked for what it is."""
+    def forge(directory: Path) -> None:
+        edit_config(directory, lambda c: c["sha256"].update({TOKENIZER: sha256(directory / TOKENIZER)}))
+
     directory = copy()
     (directory / TOKENIZER).write_text('{"type": "char", "special_tokens": 5}', encoding="utf-8")
+    forge(directory)
     with pytest.raises(PoetryError, match="tokenizer.json"):
         load_model(directory)
     (directory / TOKENIZER).write_bytes(b"\xff not json")
+    forge(directory)
     with pytest.raises(PoetryError, match="tokenizer.json"):
         load_model(directory)
     # Letters reordered: every id would decode to another letter.
@@ -178,11 +226,13 @@ def test_a_damaged_or_mismatched_tokenizer_is_refused(copy):
     data = json.loads((directory / TOKENIZER).read_text(encoding="utf-8"))
     data["chars"] = data["chars"][::-1]
     (directory / TOKENIZER).write_text(json.dumps(data), encoding="utf-8")
+    forge(directory)
     with pytest.raises(PoetryError, match="tokenizer.json was made for another alphabet"):
         load_model(directory)
     # A tokenizer with more tokens than the model has rows would index past the embedding.
     bigger = CharTokenizer(Controls(("hafez", "saadi", "attar"), ("ghazal",), (3, 4)).special_tokens())
     bigger.save(directory / TOKENIZER)
+    forge(directory)
     refused(directory, str(directory / TOKENIZER), "tokens")
 
 

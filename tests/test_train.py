@@ -59,7 +59,7 @@ def test_same_seed_same_weights(corpus_path, tmp_path):
         train(tiny_config(corpus_path, tmp_path / run, max_steps=6, cache_dir=str(tmp_path / "cache")),
               command_line=["test"])
         digests.append((tmp_path / run / "model" / "config.json").read_text())
-    weights = [json.loads(d)["weights_sha256"] for d in digests]
+    weights = [json.loads(d)["sha256"]["model.safetensors"] for d in digests]
     assert weights[0] == weights[1]
 
 

@@ -187,3 +187,29 @@ def test_a_token_that_begins_no_known_word_is_refused_before_it_is_written(shipp
     assert writer._could_be_known(start, ids[" دل"][0])  # a new word that begins دل, دلبر, ...
     assert {"م", "مش", "مشک", "مشکل"} <= _prefixes("hafez") and "مشکلژ" not in _prefixes("hafez")
     assert _prefixes(None) >= set(known_words())
+
+
+def test_taking_a_word_back_rewinds_bans_its_first_token_and_forgets_what_came_after():
+    from persian_poetry.gpt.model import GPT, GPTConfig
+    from persian_poetry.writing.verse import _Draft
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, context_length=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    decoder = Engine(model).decoder([1, 2], 1)
+    draft = _Draft.begin(decoder)
+    assert (draft.start, draft.word_starts, draft.position) == (2, [2], 2)
+    for token in [10, 11, 12, 13, 14]:  # words 10 11 | 12 13 | 14, begun at 2, 4 and 6
+        if token in (12, 14):
+            draft.word_starts.append(draft.position)
+        decoder.push(token)
+    draft.refuse(5, 20)
+    draft.refuse(7, 21)
+    assert draft.dead_word() == 6  # a dead end inside a word takes that word back
+    draft.take_back_word()  # 14
+    assert decoder.history == [1, 2, 10, 11, 12, 13] and draft.tries == 1
+    assert draft.bans == {5: {20}, 6: {14}} and draft.word_starts == [2, 4, 6]
+    assert draft.dead_word() == 4  # at a word's start, nothing of it written: the word before
+    draft.take_back(draft.dead_word())  # 12 13, and with it what was refused after 12
+    assert decoder.history == [1, 2, 10, 11] and draft.tries == 2
+    assert draft.bans == {4: {12}} and draft.word_starts == [2, 4]
+    assert draft.refused(4) == {12} and draft.refused(3) == set()

@@ -155,12 +155,19 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
     """Load a tokenizer JSON written by `save` (either kind)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
+        content = path.read_bytes()
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file not found: {path}") from None
     except OSError as err:  # a directory, no permission
         raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
+    return parse_tokenizer(content, path)
+
+
+def parse_tokenizer(content: bytes, path: str | Path) -> CharTokenizer | BPETokenizer:
+    """A tokenizer from the bytes of its JSON file (`path` only names it in errors)."""
+    try:
+        text = content.decode("utf-8")
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TokenizerError(f"tokenizer file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):

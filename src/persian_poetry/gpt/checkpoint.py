@@ -3,7 +3,8 @@
 A model directory holds everything `generate` and `evaluate` need, nothing pickled:
 
     model.safetensors   the weights (tied output weights stored once)
-    config.json         GPTConfig, metre names, the weights' sha256
+    config.json         GPTConfig, metre names, and the sha256 of the weights, the tokenizer and
+                        the config itself: a change to any of them is refused when loading
     tokenizer.json      char or BPE tokenizer, with the control tokens as special tokens
     report.json/.md, loss.png   how it was trained (written by `train`)
 
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model as load_weights
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_model
 
-from ..data.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from ..data.tokenizer import BPETokenizer, CharTokenizer, parse_tokenizer
 from ..errors import ModelLoadError
-from ..files import atomic_write, sha256_of
+from ..files import atomic_write, sha256_bytes, sha256_of
 from .model import GPT, GPTConfig
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
@@ -50,15 +51,23 @@ def save_model_dir(directory: str | Path, model: GPT, tokenizer, metres: dict[in
     atomic_write(directory / WEIGHTS, lambda tmp: save_model(raw, tmp))
     atomic_write(directory / TOKENIZER, tokenizer.save)
     config = {
-        "format_version": 1,
+        "format_version": 2,
         "model": raw.config.to_dict(),
         "metres": {str(k): v for k, v in sorted((metres or {}).items())},
-        "weights_sha256": sha256_of(directory / WEIGHTS),
         **(extra or {}),
     }
+    config["sha256"] = {"config": config_digest(config), WEIGHTS: sha256_of(directory / WEIGHTS),
+                        TOKENIZER: sha256_of(directory / TOKENIZER)}
     atomic_write(directory / CONFIG,
                  lambda tmp: Path(tmp).write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8"))
     return directory
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of what a model config says of the network and its controls (its `model` and
+    `metres`, as canonical JSON): a changed n_head or positional kind would load and write garbage."""
+    body = {"model": config.get("model"), "metres": config.get("metres", {})}
+    return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu",
@@ -79,20 +88,28 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu",
             ZeroDivisionError) as err:
         raise ModelLoadError(f"{directory / CONFIG} is not a valid model config "
                              f"({type(err).__name__}: {err})") from None
-    expected = config.get("weights_sha256")
-    if not isinstance(expected, str):
-        raise ModelLoadError(f"{directory / CONFIG} records no weights_sha256, so {WEIGHTS} cannot be checked")
-    if sha256_of(directory / WEIGHTS) != expected:
-        raise ModelLoadError(f"{directory / WEIGHTS} does not match the sha256 recorded in {CONFIG}: "
-                             "the file is truncated or was modified")
-    tokenizer = load_tokenizer(directory / TOKENIZER)
+    recorded = config.get("sha256")
+    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(k), str) for k in ("config", WEIGHTS, TOKENIZER))):
+        raise ModelLoadError(f"{directory / CONFIG} records no sha256 of the config, {WEIGHTS} and {TOKENIZER}, so "
+                             "they cannot be checked (a directory from an older version: save it again)")
+    if config_digest(config) != recorded["config"]:
+        raise ModelLoadError(f"{directory / CONFIG} does not match the sha256 it records: its model or metres "
+                             "were changed after it was saved")
+    # Each file is read once: what is checked is what is loaded.
+    weights, tokenizer_file = (directory / WEIGHTS).read_bytes(), (directory / TOKENIZER).read_bytes()
+    for name, content in ((WEIGHTS, weights), (TOKENIZER, tokenizer_file)):
+        if sha256_bytes(content) != recorded[name]:
+            raise ModelLoadError(f"{directory / name} does not match the sha256 recorded in {CONFIG}: "
+                                 "the file is truncated or was modified")
+    tokenizer = parse_tokenizer(tokenizer_file, directory / TOKENIZER)
     try:
-        _check_sizes(gpt_config, directory / WEIGHTS)
+        state = load_safetensors(weights)
+        _check_sizes(gpt_config, {name: list(t.shape) for name, t in state.items()}, directory)
         if tokenizer.vocab_size > gpt_config.vocab_size:  # its ids would index past the embedding
             raise ModelLoadError(f"{directory / TOKENIZER} has {tokenizer.vocab_size} tokens, more than the "
                                  f"model's {gpt_config.vocab_size}: it belongs to another model")
         model = GPT(gpt_config)
-        load_weights(model, directory / WEIGHTS, strict=True, device=str(device))
+        _load_state(model, state)
     except (SafetensorError, RuntimeError, OSError) as err:
         reason = " ".join(str(err).split())  # torch's message spans lines; the CLI prints one
         raise ModelLoadError(f"cannot load weights from {directory / WEIGHTS}: {reason[:400]}") from None
@@ -107,10 +124,23 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu",
 MAX_CONTEXT = 1 << 16  # tokens; far beyond any model here, small enough that its tables fit
 
 
-def _check_sizes(config: GPTConfig, weights: Path) -> None:
-    """The config is not covered by the weights' hash: before a model of its sizes is built (a
-    billion layers would never finish), they must agree with the shapes the weights file declares."""
-    where = weights.parent / CONFIG
+def _load_state(model: GPT, state: dict[str, torch.Tensor]) -> None:
+    """Every tensor of the model from `state`; the tied embedding and output layer are one matrix,
+    stored once under either name (safetensors keeps one)."""
+    tied = ("token_embedding.weight", "lm_head.weight")
+    if model.config.tie_embeddings:
+        for name, other in (tied, tied[::-1]):
+            if name not in state and other in state:
+                state = {**state, name: state[other]}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"the weights do not fit the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _check_sizes(config: GPTConfig, shapes: dict[str, list[int]], directory: Path) -> None:
+    """Before a model of the config's sizes is built (a billion layers would never finish), they
+    must agree with the shapes of the weights (a config whose hash was forged too gets this far)."""
+    where = directory / CONFIG
     for name in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
         value = getattr(config, name)
         if type(value) is not int or value < 1:
@@ -121,8 +151,6 @@ def _check_sizes(config: GPTConfig, weights: Path) -> None:
         raise ModelLoadError(f"{where}: impossible sizes n_head {config.n_head}, n_embd {config.n_embd}, "
                              f"context_length {config.context_length} (at most {MAX_CONTEXT}), "
                              f"dropout {config.dropout}, attention_dropout {config.attention_dropout}")
-    with safe_open(weights, "pt") as f:
-        shapes = {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
     embedding = shapes.get("lm_head.weight") or shapes.get("token_embedding.weight") or [None, None]
     found = {"vocab_size": embedding[0], "n_embd": embedding[-1],
              "n_layer": len({name.split(".")[1] for name in shapes if name.startswith("blocks.")})}
@@ -130,7 +158,7 @@ def _check_sizes(config: GPTConfig, weights: Path) -> None:
         found["context_length"] = shapes.get("position_embedding.weight", [None])[0]
     for name, value in found.items():
         if getattr(config, name) != value:
-            raise ModelLoadError(f"{where} says {name} {getattr(config, name)} but {weights} holds {value}")
+            raise ModelLoadError(f"{where} says {name} {getattr(config, name)} but {directory / WEIGHTS} holds {value}")
 
 
 def quantize_int8(model: GPT) -> GPT:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import lru_cache
 
 import torch
@@ -140,6 +141,67 @@ class _Ending:
         return nxt, prefix in self.sequences
 
 
+class _Verdict(Enum):
+    """What becomes of a drawn token (`VerseWriter._judge`)."""
+
+    WRITE = "write"  # it is written, and the next token drawn
+    REDRAW = "redraw"  # it was refused, or a word taken back: draw again where the decoder now is
+    DONE = "done"  # the hemistich is finished, its separator pushed (its text in `_Draft.text`)
+
+
+@dataclass
+class _Draft:
+    """A hemistich being written in one attempt: the decoder's tokens from `start` on, where each
+    word began, the tokens refused at each place, and how many words were taken back."""
+
+    decoder: Decoder
+    start: int
+    word_starts: list[int]  # history lengths where each word began; the last is the word being written
+    bans: dict[int, set[int]] = field(default_factory=dict)  # history length -> tokens refused there
+    tries: int = 0  # words taken back
+    text: str | None = None  # the hemistich, once finished
+
+    @classmethod
+    def begin(cls, decoder: Decoder) -> _Draft:
+        start = len(decoder.history)
+        return cls(decoder, start, [start])
+
+    @property
+    def position(self) -> int:
+        """The history length: where the next token goes."""
+        return len(self.decoder.history)
+
+    def refused(self, position: int) -> set[int]:
+        return self.bans.get(position, set())
+
+    def refuse(self, position: int, token: int) -> None:
+        self.bans.setdefault(position, set()).add(token)
+
+    def dead_word(self) -> int:
+        """Where the word to take back at a dead end began: the word being written, or at a word's
+        start (nothing of it written yet) the word before."""
+        position = self.position
+        return self.word_starts[-1] if self.word_starts[-1] < position else self.word_starts[-2]
+
+    def take_back_word(self) -> None:
+        """Take back the last word (the one being written, or just finished)."""
+        self.take_back(self.word_starts[-1])
+
+    def take_back(self, position: int) -> None:
+        """Rewind to `position` (a word start) and ban the token that began that word there, so the
+        model says something else. Bans and word starts past it went with the text taken back."""
+        self.tries += 1
+        history = self.decoder.history
+        token = history[position] if position < len(history) else None
+        self.decoder.rewind(position)
+        for p in [p for p in self.bans if p > position]:
+            del self.bans[p]
+        while self.word_starts and self.word_starts[-1] > position:
+            self.word_starts.pop()
+        if token is not None:
+            self.refuse(position, token)
+
+
 class VerseWriter:
     """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
 
@@ -206,7 +268,7 @@ class VerseWriter:
         """Whether the hemistich's last word, once `token` is written, is a known word or the
         beginning of one (true while a letter is split over tokens and does not decode yet)."""
         text = self.tok.decode(self.decoder.history[start:] + [token])
-        if text.endswith("\ufffd") or text.endswith(" "):
+        if text.endswith(("\ufffd", " ")):
             return True
         words = verse_words(text.rsplit(" ", 1)[-1])
         return not words or words[-1] in self.known_prefixes
@@ -253,77 +315,117 @@ class VerseWriter:
         return self.tok.decode(self.decoder.history[start:])
 
     def _attempt(self, separator: int, rhyme: RhymeSpec | None, result: HemistichResult) -> str | None:
-        decoder, start = self.decoder, len(self.decoder.history)
-        bans: dict[int, set[int]] = {}
-        word_starts = [start]  # history lengths where each word began
-        tries = 0
-
-        def take_back(position: int) -> None:
-            """Rewind to `position` (a word start) and ban the token that began that word."""
-            nonlocal tries
-            tries += 1
-            token = decoder.history[position] if position < len(decoder.history) else None
-            decoder.rewind(position)
-            for p in [p for p in bans if p > position]:
-                del bans[p]
-            while word_starts and word_starts[-1] > position:
-                word_starts.pop()
-            if token is not None:
-                bans.setdefault(position, set()).add(token)
-
-        while tries <= MAX_TRIES:
-            position = len(decoder.history)
-            token = self._sample(decoder.logits, bans.get(position, set()) | ({separator} if position == start else set()))
-            if token is None or len(bans.get(position, ())) > MAX_REFUSED:  # the word before is a dead end
-                if len(word_starts) <= 1 and position == start:
-                    return None
-                take_back(word_starts[-1] if word_starts[-1] < position else word_starts[-2])
+        """One attempt at a hemistich in the metre, from where the decoder is: draw a token, judge
+        it (and the word it finishes), write it or take something back, until the hemistich ends.
+        Its text, with the separator pushed; None after MAX_TRIES words taken back, or when nothing
+        can begin it."""
+        draft = _Draft.begin(self.decoder)
+        while draft.tries <= MAX_TRIES:
+            token = self._draw(draft, separator)
+            if token is None:  # nothing may be written here: the word before is a dead end
+                if draft.position == draft.start and len(draft.word_starts) <= 1:
+                    return None  # nothing can begin the hemistich (these tries are not added to result.tries)
+                draft.take_back(draft.dead_word())
                 continue
-            text = self._text(start)
-            finishing = token == separator
-            finishes_word = finishing or bool(self.starts_word[token] and text.strip())
-            # Words are looked ahead of letter by letter: a token after which the word being
-            # written begins no known word is refused where it was drawn, and another drawn from
-            # the same logits. Taking the word back once written would throw away the decoding
-            # steps of its tokens (Hafez ghazals, seeds 1-40: 16,955 -> 12,962 steps; BENCHMARKS.md).
-            if not finishing and not self._could_be_known(start, token):
-                bans.setdefault(position, set()).add(token)
-                continue
-            if finishes_word:
-                words = text.split()
-                if not self._known(words[-1]):
-                    take_back(word_starts[-1])
-                    continue
-                if finishing:
-                    if self.tracker.complete(text) and (rhyme is None or rhyme.holds(text)):
-                        decoder.push(token)
-                        result.tries += tries
-                        return text
-                    if self.tracker.viable(words):
-                        bans.setdefault(position, set()).add(separator)  # more words are needed
-                    else:
-                        take_back(word_starts[-1])
-                    continue
-                if not self.tracker.viable(words):
-                    take_back(word_starts[-1])
-                    continue
-                room = self._room(words) - _radif_syllables(rhyme) if rhyme is not None else 0
-                if rhyme is not None and room <= RHYME_ROOM:
-                    fits = self.candidates(words, rhyme)
-                    if fits:
-                        ended = self._rhyme_ending(start, fits, rhyme, separator, result)
-                        if ended is not None:
-                            result.tries += tries
-                            return ended
-                    if room <= 1:  # no rhyme word fits what is left
-                        take_back(word_starts[-1])
-                        continue
-                word_starts.append(position)
-            decoder.push(token)
-            if len(self._text(start)) > 120:  # a runaway hemistich: start this word again
-                take_back(word_starts[-1])
-        result.tries += tries
+            verdict = self._judge(draft, token, separator, rhyme, result)
+            if verdict is _Verdict.DONE:
+                result.tries += draft.tries
+                return draft.text
+            if verdict is _Verdict.WRITE:
+                self._write(draft, token)
+        result.tries += draft.tries
         return None
+
+    def _draw(self, draft: _Draft, separator: int) -> int | None:
+        """A token for the draft's next place, none of those refused there (nor the separator where
+        the hemistich begins); None when every token is refused, or more than MAX_REFUSED already
+        were at this place."""
+        position = draft.position
+        token = self._sample(self.decoder.logits,
+                             draft.refused(position) | ({separator} if position == draft.start else set()))
+        # The draw comes before the count is looked at, so the generator advances even for a token
+        # given up here: a seed writes the same poem only while this order holds.
+        if len(draft.refused(position)) > MAX_REFUSED:
+            return None
+        return token
+
+    def _judge(self, draft: _Draft, token: int, separator: int, rhyme: RhymeSpec | None,
+               result: HemistichResult) -> _Verdict:
+        """What to do with a drawn token. Most tokens go on with a word and are written; the
+        separator ends the hemistich and a token that begins a word finishes the one before it,
+        and that word is judged first."""
+        position, text = draft.position, self._text(draft.start)
+        if token == separator:
+            return self._judge_end(draft, text, separator, rhyme)
+        # Words are looked ahead of letter by letter: a token after which the word being
+        # written begins no known word is refused where it was drawn, and another drawn from
+        # the same logits. Taking the word back once written would throw away the decoding
+        # steps of its tokens (Hafez ghazals, seeds 1-40: 16,955 -> 12,962 steps; BENCHMARKS.md).
+        if not self._could_be_known(draft.start, token):
+            draft.refuse(position, token)
+            return _Verdict.REDRAW
+        if not (self.starts_word[token] and text.strip()):
+            return _Verdict.WRITE  # the word goes on, or the first one begins
+        words = text.split()  # the token begins a word: words[-1] is finished
+        if not self._keep_word(draft, words):
+            return _Verdict.REDRAW
+        if rhyme is not None:
+            verdict = self._land_rhyme(draft, words, separator, rhyme, result)
+            if verdict is not None:
+                return verdict
+        draft.word_starts.append(position)
+        return _Verdict.WRITE
+
+    def _judge_end(self, draft: _Draft, text: str, separator: int, rhyme: RhymeSpec | None) -> _Verdict:
+        """The model would end the hemistich after `text`. It ends there if its last word is known
+        and the whole scans in the metre (`complete`, the evaluation's judge) and rhymes. Else the
+        end is refused at this place while more words can still fit the metre, or the last word
+        is taken back when they cannot."""
+        words = text.split()
+        if not self._known(words[-1]):
+            draft.take_back_word()
+            return _Verdict.REDRAW
+        if self.tracker.complete(text) and (rhyme is None or rhyme.holds(text)):
+            self.decoder.push(separator)
+            draft.text = text
+            return _Verdict.DONE
+        if self.tracker.viable(words):
+            draft.refuse(draft.position, separator)  # more words are needed
+        else:
+            draft.take_back_word()
+        return _Verdict.REDRAW
+
+    def _keep_word(self, draft: _Draft, words: list[str]) -> bool:
+        """Whether the word just finished, `words[-1]`, stays: a known word after which the words
+        so far can still scan in the metre. One that is not is taken back."""
+        if self._known(words[-1]) and self.tracker.viable(words):
+            return True
+        draft.take_back_word()
+        return False
+
+    def _land_rhyme(self, draft: _Draft, words: list[str], separator: int, rhyme: RhymeSpec,
+                    result: HemistichResult) -> _Verdict | None:
+        """Near the end of the metre (at most RHYME_ROOM syllables left before the radif), let the
+        model write the rhyme word, chosen among those that fit, and the radif (`_rhyme_ending`).
+        DONE when the hemistich so ends; REDRAW when no rhyme word could fit what is left (the last
+        word is taken back); None when the hemistich goes on with another word first."""
+        room = self._room(words) - _radif_syllables(rhyme)
+        if room > RHYME_ROOM:
+            return None
+        fits = self.candidates(words, rhyme)
+        if fits:
+            draft.text = self._rhyme_ending(draft.start, fits, rhyme, separator, result)
+            if draft.text is not None:
+                return _Verdict.DONE
+        if room <= 1:  # no rhyme word fits what is left
+            draft.take_back_word()
+            return _Verdict.REDRAW
+        return None
+
+    def _write(self, draft: _Draft, token: int) -> None:
+        self.decoder.push(token)
+        if len(self._text(draft.start)) > 120:  # a runaway hemistich: start this word again
+            draft.take_back_word()
 
     def _rhyme_ending(self, start: int, fits: list[str], rhyme: RhymeSpec, separator: int,
                       result: HemistichResult, metre: bool = True) -> str | None:
