@@ -10,7 +10,7 @@ costs the first pass set).
 
 from __future__ import annotations
 
-import sys
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,22 +19,24 @@ from persian_poetry.prosody import metres as catalogue
 from persian_poetry.prosody.scansion import estimate_shares
 
 
-def main(argv: list[str]) -> None:
-    if not argv:
-        raise SystemExit(__doc__)
-    metres = catalogue.build_catalogue(argv[0])
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("corpus", help="a Ganjoor export (.jsonl.gz)")
+    ap.add_argument("docs", nargs="?", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "metres.md")
+    args = ap.parse_args()
+    metres = catalogue.build_catalogue(args.corpus)
     catalogue.write_catalogue(metres)
     for _ in range(2):
         catalogue._load.cache_clear()
-        shares = estimate_shares(argv[0])
+        shares = estimate_shares(args.corpus)
         metres = [replace(m, shares=shares.get(m.id, ())) for m in metres]
         catalogue.write_catalogue(metres)
     catalogue._load.cache_clear()
-    docs = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "docs" / "metres.md"
+    docs = args.docs
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text(catalogue.catalogue_markdown(metres), encoding="utf-8")
     print(f"{len(metres)} metres -> {CATALOGUE_PATH} and {docs}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
