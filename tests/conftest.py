@@ -81,7 +81,7 @@ def client(poetry):
 
     from persian_poetry.serve.app import create_app
 
-    with TestClient(create_app(poetry)) as c:
+    with TestClient(create_app(poetry), base_url="http://localhost") as c:  # the server checks Host
         yield c
 
 

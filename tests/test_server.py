@@ -13,9 +13,10 @@ import httpx
 import pytest
 import torch
 from conftest import live_url, untrained_poetry, wait_until
+from fastapi.testclient import TestClient
 
 from persian_poetry.gpt.model import sinusoidal_table
-from persian_poetry.serve.app import MAX_TEXT_CHARS, create_app
+from persian_poetry.serve.app import MAX_TABLE_VALUES, MAX_TEXT_CHARS, create_app
 from persian_poetry.text import normalize
 from persian_poetry.writing.bundle import PoetryModel
 
@@ -26,6 +27,13 @@ HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه
 def poetry() -> PoetryModel:
     return untrained_poetry()
 
+
+@pytest.fixture(scope="module")
+def client(poetry):
+    """The app in a TestClient that says it talks to localhost (the app answers only its own Host
+    names; the TestClient's default, "testserver", is not one of them)."""
+    with TestClient(create_app(poetry), base_url="http://localhost") as c:
+        yield c
 
 
 def events_of(text: str) -> list[tuple[str, dict]]:
@@ -47,7 +55,8 @@ def test_options_name_the_models_poets_forms_and_metres_in_persian(client, poetr
     metres = {m["id"]: m["name"] for m in options["metres"]}
     assert set(metres) == set(poetry.controls.metres)
     assert metres[24].startswith("مفعول مفاعیل مفاعیل فعل")
-    assert options["limits"] == {"couplets_min": 1, "couplets_max": 40, "text_chars": MAX_TEXT_CHARS}
+    assert options["limits"] == {"couplets_min": 1, "couplets_max": 40, "text_chars": MAX_TEXT_CHARS,
+                                 "table_values": MAX_TABLE_VALUES}
     assert options["model"]["n_head"] == 2 and options["defaults"]["poet"] == "hafez"
 
 
@@ -142,24 +151,35 @@ def test_scan_gives_metre_syllables_and_rhyme(client):
     assert result["rhyme"]["qafiya"]
 
 
-def test_attention_weights_per_layer_and_head_are_causal_distributions(client, poetry):
+def test_attention_weights_per_head_are_causal_distributions_one_layer_at_a_time(client, poetry):
     tokens = client.post("/api/explain/tokens", json={"text": HAFEZ}).json()
     assert tokens["fits"] and tokens["context_length"] == 64 and len(tokens["char_tokens"]) > len(tokens["ids"])
-    answer = client.post("/api/explain/attention", json={"text": HAFEZ}).json()
-    n = len(answer["tokens"])
-    assert answer["ids"] == tokens["ids"] and answer["layers"] == [0, 1]
-    weights = torch.tensor(answer["weights"])
-    assert weights.shape == (2, 2, n, n)
-    assert torch.allclose(weights.sum(-1), torch.ones(2, 2, n), atol=1e-3)
-    assert (weights.triu(diagonal=1) == 0).all()
-    one = client.post("/api/explain/attention", json={"text": HAFEZ, "layer": 1}).json()
-    assert one["layers"] == [1] and torch.allclose(torch.tensor(one["weights"][0]), weights[1])
+    ids = torch.tensor([tokens["ids"]])
+    with torch.no_grad():
+        _, _, expected = poetry.model(ids, return_weights=True)  # per layer: (1, H, T, T)
+    n = ids.shape[1]
+    for layer in (0, 1):
+        answer = client.post("/api/explain/attention", json={"text": HAFEZ, "layer": layer}).json()
+        assert answer["ids"] == tokens["ids"] and answer["layers"] == [layer] and len(answer["weights"]) == 1
+        heads = answer["weights"][0]
+        assert len(heads) == 2
+        for h, rows in enumerate(heads):
+            # Row q holds the weights of keys 0..q (none after: the mask), rounded to 4 places.
+            assert [len(row) for row in rows] == list(range(1, n + 1))
+            for q, row in enumerate(rows):
+                assert abs(sum(row) - 1) < 1e-3
+                assert torch.allclose(torch.tensor(row, dtype=torch.float32), expected[layer][0, h, q, :q + 1],
+                                      atol=6e-5)
+                assert all(round(w, 4) == w for w in row)
+    # No layer: the last one, not all of them.
+    assert client.post("/api/explain/attention", json={"text": HAFEZ}).json()["layers"] == [1]
 
 
 def test_positional_table_is_the_models_formula(client, poetry):
     default = client.get("/api/explain/positions").json()
     assert (default["positions"], default["dim"]) == (64, 32)
     assert torch.allclose(torch.tensor(default["table"]), sinusoidal_table(64, 32), atol=1e-4)
+    assert all(round(v, 4) == v for row in default["table"] for v in row)
 
 
 def test_page_script_and_font_are_served_offline(client):

@@ -33,12 +33,19 @@ from persian_poetry.writing.bundle import PoetryModel
 
 HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها"
 SERVER_SOURCE = "def create_app"  # words of server.py, which must never come back
+LOCAL = "http://localhost"  # a TestClient's base URL: a Host the app answers to
 
 
 @pytest.fixture(scope="module")
 def poetry() -> PoetryModel:
     return untrained_poetry()
 
+
+@pytest.fixture(scope="module")
+def client(poetry):
+    """The app in a TestClient that says it talks to localhost (see HostCheck)."""
+    with TestClient(create_app(poetry), base_url=LOCAL) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +233,7 @@ def test_a_symlink_planted_in_static_is_not_followed(tmp_path, monkeypatch, poet
     secret.write_text("not for the web", encoding="utf-8")
     (static / "leak.txt").symlink_to(secret)
     monkeypatch.setattr(server_module, "STATIC_DIR", static)
-    with TestClient(create_app(poetry)) as c:
+    with TestClient(create_app(poetry), base_url=LOCAL) as c:
         assert c.get("/static/ok.js").text == "ours"
         leak = c.get("/static/leak.txt")
         assert leak.status_code == 404 and "not for the web" not in leak.text
@@ -237,7 +244,7 @@ def test_an_app_started_twice_still_writes_poems(poetry):
     # a server restarted in the same process) must bring them back, not answer with an error.
     app = create_app(poetry)
     for _ in range(2):
-        with TestClient(app) as c:
+        with TestClient(app, base_url=LOCAL) as c:
             response = c.post("/api/generate", json={"couplets": 1, "seed": 1, "free": True})
             assert response.status_code == 200 and "event: poem" in response.text
 
@@ -306,13 +313,134 @@ def test_the_scanners_word_memos_are_bounded_in_a_server(client):
              if callable(getattr(f, "cache_info", None)) and f.cache_info().maxsize >= 10_000]
     assert len(memos) >= 3
 
-    def entries() -> int:  # the word memos, and the memo of trie moves per set of a word's readings
-        return sum(f.cache_info().currsize for f in memos) + len(scansion._compiled().moves)
+    def entries() -> int:  # the word memos, and the memo of trie moves: its sets of readings and their nodes
+        moves = scansion._compiled().moves
+        return (sum(f.cache_info().currsize for f in memos) + len(moves)
+                + sum(len(by_node) for by_node in moves.values()))
 
     assert client.post("/api/scan", json={"text": HAFEZ}).status_code == 200
     filled, catalogue = entries(), scansion._compiled.cache_info().currsize
     assert filled > 0 and catalogue == 1
+    assert scansion.word_cache_entries() == filled  # what the bound counts is what the memos hold
     _bound_scanner_caches(limit=filled)  # at the bound: kept
     assert entries() == filled
     _bound_scanner_caches(limit=filled - 1)  # past it: emptied, the compiled catalogue kept
     assert entries() == 0 and scansion._compiled.cache_info().currsize == catalogue
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown fields, request ids and errors that say nothing of the server's insides
+
+
+@pytest.mark.parametrize("url,body,field", [
+    ("/api/generate", {"couplets": 1, "free": True, "couplet": 2}, "couplet"),  # misspelt: not ignored
+    ("/api/generate", {"poet": "hafez", "admin": True}, "admin"),
+    ("/api/scan", {"text": HAFEZ, "metre": 2}, "metre"),
+    ("/api/explain/tokens", {"text": HAFEZ, "layer": 0}, "layer"),
+    ("/api/explain/attention", {"text": HAFEZ, "head": 0}, "head"),
+])
+def test_an_unknown_field_is_a_422_that_names_it(client, url, body, field):
+    response = client.post(url, json=body)
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["detail"][0]["loc"] == ["body", field] and answer["detail"][0]["type"] == "extra_forbidden"
+    assert answer["message"].startswith(f"{field}: not a field of this request")
+
+
+def test_every_answer_carries_a_request_id(client, port):
+    answers = [client.get("/"), client.get("/healthz"), client.get("/api/options"), client.get("/static/app.js"),
+               client.get("/nowhere"), client.post("/api/scan", json={"text": ""}),
+               client.post("/api/scan", content=b"x" * (MAX_BODY_BYTES + 1)),
+               client.post("/api/generate", json={"couplets": 1, "free": True}),
+               TestClient(client.app).get("/healthz")]  # refused: not a Host of this server
+    ids = [a.headers.get("X-Request-ID") for a in answers]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 404, 422, 413, 200, 400]
+    assert all(ids) and len(set(ids)) == len(ids)
+    status, _ = raw_http(port, "GET /healthz HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n")
+    assert status == 200
+
+
+def test_an_unexpected_error_is_a_500_that_names_only_its_request_id(poetry, monkeypatch, caplog):
+    def broken(text, form):
+        raise RuntimeError("secret: /home/poet/.ssh/id_rsa")
+
+    monkeypatch.setattr(server_module, "_scan", broken)
+    with TestClient(create_app(poetry), base_url=LOCAL) as c, \
+            caplog.at_level(logging.ERROR, logger="persian_poetry.server"):
+        response = c.post("/api/scan", json={"text": HAFEZ})
+    request_id = response.headers["X-Request-ID"]
+    assert response.status_code == 500
+    assert response.json()["request_id"] == request_id and request_id in response.json()["message"]
+    assert "secret" not in response.text and "RuntimeError" not in response.text
+    # The server's log has it all: the id, the error and its traceback.
+    record = next(r for r in caplog.records if request_id in r.getMessage())
+    assert record.exc_info and "secret: /home/poet/.ssh/id_rsa" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_poem_that_fails_says_only_its_request_id(poetry, monkeypatch, caplog):
+    from persian_poetry.writing import generate
+
+    def broken(poetry, request, on_event=None):
+        raise KeyError("internal table 'decoder.weights' at 0x7f00")
+
+    monkeypatch.setattr(generate, "write_poem", broken)
+    with TestClient(create_app(poetry), base_url=LOCAL) as c, \
+            caplog.at_level(logging.ERROR, logger="persian_poetry.server"):
+        response = c.post("/api/generate", json={"couplets": 1, "free": True})
+        assert c.get("/healthz").json()["failed"] == 1
+    request_id = response.headers["X-Request-ID"]
+    assert response.status_code == 200 and "event: error" in response.text
+    error = json.loads(response.text.split("event: error\ndata: ", 1)[1].split("\n", 1)[0])
+    assert error["request_id"] == request_id and request_id in error["message"]
+    assert "decoder.weights" not in response.text and "KeyError" not in response.text
+    assert "decoder.weights" in caplog.text and request_id in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# The Host header (DNS rebinding)
+
+
+@pytest.mark.parametrize("host,status", [
+    ("127.0.0.1", 200), ("127.0.0.1:8000", 200), ("localhost", 200), ("LocalHost:8000", 200), ("[::1]:8000", 200),
+    ("evil.example", 400), ("evil.example:8000", 400), ("127.0.0.1.evil.example", 400), ("localhost.", 400),
+    ("127.0.0.2", 400), ("[::1].evil.example", 400), ("", 400),
+])
+def test_a_host_header_that_does_not_name_the_server_is_refused(port, host, status):
+    code, body = raw_http(port, f"GET /api/options HTTP/1.1\nHost: {host}\nConnection: close\n")
+    assert code == status, host
+    if status == 400:
+        answer = json.loads(body)
+        assert answer["detail"][0]["loc"] == ["header", "host"]
+        assert answer["message"].startswith("host: the Host header") and "--allowed-host" in answer["message"]
+
+
+def test_a_request_without_a_host_header_is_refused(port):
+    status, body = raw_http(port, "GET /api/options HTTP/1.0\n")
+    assert status == 400 and b"Host header" in body
+
+
+def test_allowed_host_names_follow_the_bind_address():
+    from persian_poetry.serve.app import allowed_host_names
+
+    assert allowed_host_names("127.0.0.1") == ("127.0.0.1", "localhost", "[::1]")
+    assert allowed_host_names("::1") == ("[::1]", "127.0.0.1", "localhost")
+    assert allowed_host_names("localhost", ["Poems.LAN"]) == ("localhost", "127.0.0.1", "[::1]", "poems.lan")
+    assert allowed_host_names("192.168.1.5") == ("192.168.1.5",)  # not a loopback bind: its own address only
+    assert allowed_host_names("0.0.0.0", ["poems.lan"]) == ("0.0.0.0", "poems.lan")
+
+
+def test_serve_allowed_host_is_repeatable_and_adds_to_the_defaults(monkeypatch, poetry):
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    monkeypatch.setattr("persian_poetry.writing.bundle.load_model", lambda *a, **k: poetry)
+    assert build_parser().parse_args(["serve"]).allowed_host == []
+    assert main(["serve", "--allowed-host", "poems.lan", "--allowed-host", "poems.example:8000"]) == 0
+    for base, status in (("http://poems.lan", 200), ("http://poems.example:8000", 200), ("http://localhost", 200),
+                         ("http://127.0.0.1:8000", 200), ("http://evil.example", 400), ("http://poems.lan.evil", 400)):
+        with TestClient(apps[-1], base_url=base) as c:
+            assert c.get("/healthz").status_code == status, base
+    assert main(["serve"]) == 0
+    with TestClient(apps[-1], base_url="http://poems.lan") as c:
+        assert c.get("/healthz").status_code == 400

@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: score the model with dynamic int8 linear layers (CPU)")
+    e.add_argument("--mix", default=None, metavar="INDEX_DIR",
+                   help="score the model mixed with an infini-gram over the train split: a directory with its "
+                        "suffix array and mixture weights (mix.json), as benchmarks/infinigram_mix.py --write-mix "
+                        "writes it")
 
     x = sub.add_parser("export-hf", help="export the model for Hugging Face transformers",
                        description="Write a model as a transformers GPT2LMHeadModel checkpoint (safetensors, "
@@ -208,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=2, help="poems written at once, one thread each (default: 2)")
     w.add_argument("--queue", type=int, default=6,
                    help="poems that may wait for a worker; more are refused with 503 (default: 6)")
+    w.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable). Always answered: the "
+                        "--host address, and for a loopback one localhost, 127.0.0.1 and [::1]; any other "
+                        "Host is refused (a web page reaching a local server through DNS rebinding)")
     return parser
 
 
@@ -457,12 +465,13 @@ def cmd_evaluate(args) -> int:
 
     torch.set_num_threads(1)
     result = evaluate_file(args.data, args.model, split=args.split, limit=args.limit, batch_size=args.batch_size,
-                           poets=resolve_poets(args.poets), quantize=args.quantize)
+                           poets=resolve_poets(args.poets), quantize=args.quantize, mix=args.mix)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         print(f"{result.bits_per_char:.4f} bits/char ({result.nats_per_char:.4f} nats/char) on "
-              f"{result.poems} poem(s), {result.characters:,} characters, {result.tokens:,} tokens")
+              f"{result.poems} poem(s), {result.characters:,} characters, {result.tokens:,} tokens"
+              + (" (mixed with the infini-gram)" if args.mix else ""))
     return 0
 
 
@@ -541,7 +550,8 @@ def cmd_serve(args) -> int:
     from .writing.bundle import load_model
 
     print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    serve(load_model(args.model), host=args.host, port=args.port, workers=args.workers, queue=args.queue)
+    serve(load_model(args.model), host=args.host, port=args.port, workers=args.workers, queue=args.queue,
+          allowed_hosts=args.allowed_host)
     return 0
 
 

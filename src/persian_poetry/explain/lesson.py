@@ -299,7 +299,7 @@ class AttentionTrace:
         return "\n".join(lines)
 
 
-def _encode_within_limit(poetry: PoetryModel, text: str) -> list[int]:
+def encode_within_limit(poetry: PoetryModel, text: str) -> list[int]:
     ids = poetry.tokenizer.encode(text)
     limit = poetry.config.context_length
     if not ids:
@@ -313,7 +313,7 @@ def _encode_within_limit(poetry: PoetryModel, text: str) -> list[int]:
 @torch.inference_mode()
 def attention_trace(poetry: PoetryModel, text: str) -> AttentionTrace:
     """Run the model on `text` once and return the attention weights of every layer and head."""
-    ids = _encode_within_limit(poetry, text)
+    ids = encode_within_limit(poetry, text)
     poetry.model.eval()
     idx = torch.tensor([ids], device=poetry.device)
     _, _, weights = poetry.model(idx, return_weights=True)  # per layer: (1, H, T, T)

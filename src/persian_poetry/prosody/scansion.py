@@ -31,6 +31,7 @@ that ambiguity as alternatives and lets the metres decide:
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -555,7 +556,11 @@ class _Compiled:
         # given node; keeping only those that do makes the inner loop of the scanner (most of its
         # time) one lookup per node and one per move, not one per reading. Keyed by the readings,
         # not the word: a hemistich's words share a few thousand sets of readings among them.
+        # Shared by every thread that scans (a server's workers): it is read without a lock (one
+        # dict lookup is atomic), but written (`remember`), counted and emptied (`trim_word_caches`)
+        # only under _MEMO_LOCK; `move_entries` counts what it holds, its keys and their nodes.
         self.moves: dict[tuple[tuple[str, float], ...], dict[int, tuple[tuple[int, float], ...]]] = {}
+        self.move_entries = 0
         # node -> {weight string -> node it leads to (-1: nowhere)}: many words share a reading.
         self.trans: list[dict[str, int]] = [{} for _ in self.children]
 
@@ -569,6 +574,19 @@ class _Compiled:
         self.trans[node][s] = n
         return n
 
+    def remember(self, emissions: tuple[tuple[str, float], ...], node: int,
+                 moves: tuple[tuple[int, float], ...]) -> None:
+        """Keep `moves_from(node, emissions)` in the memo of moves. Looked up again under the lock,
+        so that an entry never goes into a dict that `trim_word_caches` has just dropped."""
+        with _MEMO_LOCK:
+            by_node = self.moves.get(emissions)
+            if by_node is None:
+                by_node = self.moves[emissions] = {}
+                self.move_entries += 1
+            if node not in by_node:
+                by_node[node] = moves
+                self.move_entries += 1
+
     def moves_from(self, node: int, emissions: tuple[tuple[str, float], ...]) -> tuple[tuple[int, float], ...]:
         """(node reached, cost) of each reading that goes somewhere from `node`, cheapest first."""
         row = self.trans[node]
@@ -581,6 +599,13 @@ class _Compiled:
                 out.append((n, ec))
         out.sort(key=lambda move: move[1])  # cheapest first: `_advance` stops at its beam
         return tuple(out)
+
+
+# Guards the writes to the memo of moves (`_Compiled.remember`) and `trim_word_caches`. The
+# lru_cache memos need no lock of ours: functools documents them as thread-safe (an entry may be
+# computed twice by two threads at once, never stored half-made), and emptying one while other
+# threads read it is safe too.
+_MEMO_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -666,6 +691,7 @@ class PoemScansion:
 
 
 _UNREACHED = float("inf")
+_NO_MOVES: dict = {}  # stands for a set of readings not in the memo yet (never written to)
 
 
 @lru_cache(maxsize=100_000)
@@ -695,16 +721,15 @@ def _advance(states: dict[int, float], tokens: list[tuple[str, str | tuple[str, 
     memo = compiled.moves
     for word, ctx in tokens:
         emissions = _merged_emissions(word, ctx)
-        by_node = memo.get(emissions)
-        if by_node is None:
-            by_node = memo[emissions] = {}
+        by_node = memo.get(emissions, _NO_MOVES)  # read without the lock: see _Compiled.moves
         reachable: list[tuple[float, tuple[tuple[int, float], ...]]] = []  # (cost so far, moves cheapest first)
         append = reachable.append
         lowest = _UNREACHED
         for node, c in states.items():
             moves = by_node.get(node)
             if moves is None:
-                moves = by_node[node] = compiled.moves_from(node, emissions)
+                moves = compiled.moves_from(node, emissions)
+                compiled.remember(emissions, node, moves)
             if moves:
                 append((c, moves))
                 cheapest = c + moves[0][1]
@@ -767,16 +792,31 @@ def syllable_counts(text: str) -> set[int]:
     return {c + 1 for c in counts} if tokens else set()
 
 
+_WORD_MEMOS = (_readings, _emissions, _compact, _merged_emissions, _tail_tokens)
+
+
+def word_cache_entries() -> int:
+    """What the per-word memos hold: the entries of each lru_cache memo, and of the memo of moves
+    its sets of readings and, under each, the trie nodes it was asked from."""
+    compiled = _compiled()
+    with _MEMO_LOCK:
+        return sum(f.cache_info().currsize for f in _WORD_MEMOS) + compiled.move_entries
+
+
 def trim_word_caches(limit: int) -> None:
-    """Empty the per-word memos once they hold more than `limit` entries together. They are sized
-    for scanning a corpus (a few KB an entry); a long-lived server meets new words without end.
-    Emptied between poems they cost nothing measurable: a poem refills what it reuses."""
-    memos = (_readings, _emissions, _compact, _merged_emissions, _tail_tokens)
-    moves = _compiled().moves
-    if sum(f.cache_info().currsize for f in memos) + len(moves) > limit:
-        for f in memos:
-            f.cache_clear()
-        moves.clear()
+    """Empty the per-word memos once they hold more than `limit` entries together (counted as
+    `word_cache_entries` counts them). They are sized for scanning a corpus (a few KB an entry); a
+    long-lived server meets new words without end. Emptied between poems they cost nothing
+    measurable: a poem refills what it reuses. Safe while other threads scan: the check and the
+    emptying happen under the memo's lock, and a scan under way keeps (and finishes with) the
+    entries it already holds."""
+    compiled = _compiled()
+    with _MEMO_LOCK:
+        if sum(f.cache_info().currsize for f in _WORD_MEMOS) + compiled.move_entries > limit:
+            for f in _WORD_MEMOS:
+                f.cache_clear()
+            compiled.moves.clear()
+            compiled.move_entries = 0
 
 
 # Contexts a finished word may be read in while the word after it is not yet written.

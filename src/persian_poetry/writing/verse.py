@@ -499,7 +499,10 @@ class VerseWriter:
         return text
 
 
-@lru_cache(maxsize=4)
+# Room for every key it is called with: the ten offered poets (data.corpus.OFFERED_POETS) and None.
+# With fewer, poems by five poets in turn rebuilt a set of 10^4 to 10^5 strings each time (all eleven
+# held, with the lexicon they come from: about 50 MB).
+@lru_cache(maxsize=16)
 def _prefixes(poet: str | None) -> frozenset[str]:
     """Every beginning of a word the writer may use (`poet`'s words, or with None the classical
     poets'), the words themselves included."""

@@ -272,12 +272,13 @@ function showTokens(report) {
 }
 
 async function showLayer() {
+  // One layer at a time (the server sends no more), each kept once fetched.
   const layer = Number($("layer").value);
   if (!attention.layers[layer]) {
     attention.layers[layer] = await postJSON("/api/explain/attention", { text: attention.text, layer });
   }
   const trace = attention.layers[layer];
-  const weights = trace.weights[0]; // [head][query][key]
+  const weights = trace.weights[0]; // [head][query][key <= query]
   const tokens = $("attn-tokens");
   tokens.innerHTML = "";
   trace.tokens.forEach((token, q) => {
@@ -328,10 +329,10 @@ function focusToken(trace, weights, q) {
 }
 
 async function drawPositions(used) {
-  const positions = options.model.context_length;
-  const dim = options.model.n_embd;
-  const response = await fetch(`/api/explain/positions?positions=${positions}&dim=${dim}`);
+  // The server's default table: the model's positions by its width, as much as its bound allows.
+  const response = await fetch("/api/explain/positions");
   const data = await response.json();
+  if (!response.ok) throw new Error(data.message || `خطای ${fa(response.status)}`);
   const canvas = $("pe");
   canvas.width = data.dim;
   canvas.height = data.positions;
