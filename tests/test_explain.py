@@ -17,7 +17,7 @@ from persian_poetry.data.tokenizer import CharTokenizer
 from persian_poetry.errors import PoetryError
 from persian_poetry.explain import lesson as explain
 from persian_poetry.gpt.engine import Engine, Sampling
-from persian_poetry.gpt.model import GPT, GPTConfig, sinusoidal_table
+from persian_poetry.gpt.model import GPT, GPTConfig
 from persian_poetry.text import normalize
 from persian_poetry.writing.bundle import PoetryModel, load_model
 
@@ -94,14 +94,33 @@ def test_scaling_by_sqrt_dk_flattens_the_weights():
     assert max(scaled.heads[0].weights[0]) < max(plain.heads[0].weights[0])
 
 
-def test_positional_table_is_the_formula_of_the_model():
+def pe(pos: int, column: int, dim: int) -> float:
+    """The sinusoidal formula, written out: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) =
+    cos(pos / 10000^(2i/d))."""
+    i = column // 2
+    angle = pos / 10000 ** (2 * i / dim)
+    return math.sin(angle) if column % 2 == 0 else math.cos(angle)
+
+
+@pytest.mark.parametrize(("positions", "dim"), [(4, 4), (64, 32), (300, 6), (9, 5)])
+def test_positional_table_is_the_sinusoidal_formula(positions, dim):
+    table = explain.positional_table(positions, dim)
+    assert len(table) == positions and all(len(row) == dim for row in table)
+    for pos in sorted({0, 1, 2, 3, positions // 2, positions - 1}):
+        for column in range(dim):
+            assert table[pos][column] == pytest.approx(pe(pos, column, dim), abs=1e-6), (pos, column)
+
+
+def test_positional_table_known_values():
     table = explain.positional_table(4, 4)
-    assert table == sinusoidal_table(4, 4).tolist()
-    for pos in range(4):
-        for i in range(4):
-            angle = pos / 10000 ** ((i - i % 2) / 4)
-            assert table[pos][i] == pytest.approx(math.sin(angle) if i % 2 == 0 else math.cos(angle), abs=1e-6)
+    assert table[0] == [0.0, 1.0, 0.0, 1.0]  # sin 0, cos 0
+    assert table[1] == pytest.approx([0.841471, 0.540302, 0.010000, 0.999950], abs=1e-6)  # sin 1, cos 1, sin .01, cos .01
+    assert table[3][0] == pytest.approx(0.141120, abs=1e-6) and table[3][1] == pytest.approx(-0.989992, abs=1e-6)
     assert round(table[1][2], 4) == 0.0100  # sin(1/100); the seed prints 0.001
+    # Far along a wide table: position 100, d = 32, columns 2i = 8 and 2i+1 = 9: the angle is 100 / 10000^(8/32) = 10.
+    wide = explain.positional_table(101, 32)
+    assert wide[100][8] == pytest.approx(math.sin(10.0), abs=1e-6)
+    assert wide[100][9] == pytest.approx(math.cos(10.0), abs=1e-6)
     with pytest.raises(PoetryError, match="positions"):
         explain.positional_table(0, 4)
 
@@ -157,7 +176,8 @@ def test_attention_trace_layer_one_by_hand(poetry):
     model, ids = poetry.model, torch.tensor(trace.ids)
     t, c, h = len(ids), model.config.n_embd, model.config.n_head
     with torch.no_grad():
-        x = model.token_embedding.weight[ids] + sinusoidal_table(t, c) / math.sqrt(c)
+        table = torch.tensor([[pe(pos, column, c) for column in range(c)] for pos in range(t)])
+        x = model.token_embedding.weight[ids] + table / math.sqrt(c)
         x = torch.nn.functional.layer_norm(x, (c,), model.blocks[0].ln1.weight)
         q, k, _ = (x @ model.blocks[0].attn.qkv.weight.T).split(c, dim=-1)
         q, k = (m.view(t, h, c // h).transpose(0, 1) for m in (q, k))

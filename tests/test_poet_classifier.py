@@ -1,5 +1,7 @@
 import gzip
 import json
+import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from persian_poetry.cli import main
 from persian_poetry.data.corpus import OFFERED_POETS, split_of
 from persian_poetry.errors import ModelLoadError, PoetryError
 from persian_poetry.judges.poet import IGNORED, classify_poet, load_poet_classifier, poem_log_probs
+from persian_poetry.prosody import classifier as classifier_module
 from persian_poetry.prosody.classifier import load_classifier
 
 
@@ -23,39 +26,83 @@ def ids_in(split: str, count: int, taken: set[int]) -> list[int]:
     return found
 
 
+# Three offered poets whose made-up words use disjoint letters: separable, so a classifier that
+# learns at all must tell them apart, held-out poems included.
+TOY_POETS = {"hafez": "بپتثج", "saadi": "سشصضط", "khayyam": "فقکگل"}
+
+
+def toy_vocabulary(letters: str, rng: random.Random) -> list[str]:
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 5))) for _ in range(12)]
+
+
+def toy_poem(words: list[str], rng: random.Random, hemistichs: int = 4) -> list[str]:
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(4, 6))) for _ in range(hemistichs)]
+
+
 @pytest.fixture(scope="module")
-def ten_poets_corpus(tmp_path_factory):
-    """Hafez's ghazals dealt out to the ten offered poets: 6 train, 1 val and 1 test poem each."""
-    ghazals, taken, records = iter(hafez_ghazals()), set(), []
-    for split, per_poet in (("train", 6), ("val", 1), ("test", 1)):
-        ids = iter(ids_in(split, per_poet * len(OFFERED_POETS), taken))
-        for poet in OFFERED_POETS:
-            records += [ganjoor_record(next(ids), poet, next(ghazals)[:6]) for _ in range(per_poet)]
+def toy_poets():
+    rng = random.Random(3)
+    return {poet: toy_vocabulary(letters, rng) for poet, letters in TOY_POETS.items()}
+
+
+@pytest.fixture(scope="module")
+def toy_poets_corpus(toy_poets, tmp_path_factory):
+    """Per toy poet: 20 train poems, 2 val and 4 test, of four hemistichs (ids chosen by split)."""
+    rng, taken, records = random.Random(4), set(), []
+    for split, per_poet in (("train", 20), ("val", 2), ("test", 4)):
+        ids = iter(ids_in(split, per_poet * len(TOY_POETS), taken))
+        for poet, words in toy_poets.items():
+            records += [ganjoor_record(next(ids), poet, toy_poem(words, rng)) for _ in range(per_poet)]
     path = tmp_path_factory.mktemp("poets") / "poems.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     return path
 
 
-def test_tiny_poet_classifier_trains_saves_loads_and_names_an_offered_poet(ten_poets_corpus, tmp_path, capsys):
+@pytest.fixture
+def steps_clock(monkeypatch):
+    """fit_classifier's clock made to count training steps (one second a step, ticked by the gradient
+    clipping every step does): --time-budget becomes a number of steps, whatever the machine's load."""
+    clock = [0.0]
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def counting_clip(*args, **kwargs):
+        clock[0] += 1.0
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counting_clip)
+    monkeypatch.setattr(classifier_module, "time", SimpleNamespace(time=lambda: clock[0]))
+
+
+def test_poet_classifier_learns_separable_toy_poets_saves_loads_and_names_them(
+        toy_poets, toy_poets_corpus, tmp_path, capsys, steps_clock):
     out = tmp_path / "poet"
-    assert main(["train-poet-classifier", "--data", str(ten_poets_corpus), "--out", str(out),
-                 "--time-budget", "2", "--json"]) == 0
+    assert main(["train-poet-classifier", "--data", str(toy_poets_corpus), "--out", str(out),
+                 "--time-budget", "40", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["steps"] > 0 and report["balanced"] and report["train_poems"] == 60
+    assert report["steps"] == 40 and report["balanced"] and report["train_poems"] == 60
+    assert report["train_hemistichs"] == 60 * 4
     test = report["test"]
-    assert test["poems"] == 10 and set(test["per_poet"]) == set(OFFERED_POETS)
-    assert 0 <= test["poem_accuracy"] <= 1 and 0 <= test["hemistich_accuracy"] <= 1
+    assert (test["poems"], test["hemistichs"]) == (12, 48) and set(test["per_poet"]) == set(TOY_POETS)
+    assert test["poem_accuracy"] >= 0.9 and test["hemistich_accuracy"] >= 0.9
+    assert all(p["poem_accuracy"] >= 0.75 and p["poems"] == 4 for p in test["per_poet"].values())
 
     classifier = load_poet_classifier(out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["classifier"]["task"] == "poet" and config["classifier"]["drop"] == IGNORED
-    assert config["classifier"]["labels"] == list(OFFERED_POETS)
+    assert config["classifier"]["labels"] == [p for p in OFFERED_POETS if p in TOY_POETS]
     assert config["training"]["test"]["poem_accuracy"] == test["poem_accuracy"]
+
+    # New poems in each toy poet's words, never seen in training: named, and with confidence.
+    rng = random.Random(77)
+    for poet, words in toy_poets.items():
+        for _ in range(3):
+            named, prob, _ = classify_poet(toy_poem(words, rng), classifier)
+            assert named == poet and prob > 0.5
 
     verse = hafez_ghazals()[-1]
     poet, prob, all_probs = classify_poet(verse, classifier)
-    assert poet in OFFERED_POETS and list(all_probs) == list(OFFERED_POETS)
+    assert poet in TOY_POETS and list(all_probs) == config["classifier"]["labels"]
     assert prob == max(all_probs.values()) == all_probs[poet]
     assert sum(all_probs.values()) == pytest.approx(1.0, abs=1e-5)
     # Vowel marks and punctuation are not read: a marked, punctuated copy gets the same verdict.

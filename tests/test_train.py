@@ -1,7 +1,9 @@
 import json
+import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -63,10 +65,41 @@ def test_same_seed_same_weights(corpus_path, tmp_path):
     assert weights[0] == weights[1]
 
 
-def test_time_budget_stops_the_run_and_shapes_the_schedule(corpus_path, tmp_path):
-    report = train(tiny_config(corpus_path, tmp_path, max_steps=10_000, time_budget=2.0, eval_interval=10_000,
+TICK = 0.125  # seconds of the fake clock per training step (a power of two: exact in float32 too)
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    """train's clock made to advance TICK seconds a step (ticked where each step asks for its
+    learning rate), whatever the machine's load: a time budget becomes a number of steps. Returns
+    the (step, elapsed, rate) of every step."""
+    from persian_poetry.gpt import train as train_module
+
+    clock, rates = [1000.0], []
+
+    def ticking(cfg, step, elapsed, *args, **kwargs):
+        rate = learning_rate(cfg, step, elapsed, *args, **kwargs)
+        rates.append((step, elapsed, rate))
+        clock[0] += TICK
+        return rate
+
+    monkeypatch.setattr(train_module, "learning_rate", ticking)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    return rates
+
+
+def test_time_budget_stops_the_run_and_shapes_the_schedule(corpus_path, tmp_path, step_clock):
+    report = train(tiny_config(corpus_path, tmp_path, max_steps=10_000, time_budget=2.5, eval_interval=10_000,
                                checkpoint_interval=10_000), command_line=["test"])
-    assert 0 < report["steps"] < 10_000
+    # 2.5 s at 1/8 s a step: the run stops before step 20, far short of max_steps.
+    assert report["steps"] == 20 and report["tokens_seen"] == 20 * 8 * 64
+    assert [(step, elapsed) for step, elapsed, _ in step_clock] == [(k, k * TICK) for k in range(20)]
+    # After the 5 warm-up steps the cosine runs over the budget's time, not over the 10,000 steps.
+    for step, _, rate in step_clock:
+        progress = step * TICK / 2.5
+        expected = 3e-3 * (step + 1) / 5 if step < 5 else 3e-4 + 0.5 * (3e-3 - 3e-4) * (1 + math.cos(math.pi * progress))
+        assert rate == pytest.approx(expected, rel=1e-9), step
+    assert step_clock[10][2] == pytest.approx((3e-3 + 3e-4) / 2)  # half the budget: half way down
     cfg = TrainConfig(learning_rate=1.0, min_learning_rate=0.1, warmup_steps=10, max_steps=10**6, time_budget=100)
     assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
     assert learning_rate(cfg, 10, 0) == pytest.approx(1.0)
@@ -154,11 +187,13 @@ def test_wsd_schedule_holds_the_peak_until_the_decay_leg():
     assert learning_rate(cfg, 700, 0, warm_from=695) == pytest.approx(0.6)  # warming up again after step 695
 
 
-def test_a_wsd_run_is_extended_leg_by_leg_then_decayed(corpus_path, tmp_path):
+def test_a_wsd_run_is_extended_leg_by_leg_then_decayed(corpus_path, tmp_path, step_clock):
     wsd = dict(schedule="wsd", max_steps=10**6, eval_interval=5, checkpoint_interval=5)
     train(tiny_config(corpus_path, tmp_path, **wsd, time_budget=1.0), command_line=["leg 1"])
     first = load_training_state(tmp_path / "checkpoint.pt")
+    assert first["step"] == 8  # 1 s of the step clock
     assert first["decay_start"] is None and [leg["phase"] for leg in first["legs"]] == ["stable"]
+    assert [rate for step, _, rate in step_clock if step >= 5] == [3e-3] * 3  # stable: the peak, time or not
     report = train(tiny_config(corpus_path, tmp_path, **wsd, resume=True, decay_steps=7), command_line=["leg 2"])
     assert report["steps"] == first["step"] + 7  # the decay leg begins where the run stood
     legs = report["legs"]
