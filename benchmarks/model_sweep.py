@@ -39,7 +39,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if not report.exists():
         command = ["persian-poetry", "train", "--preset", "default", "--data", args.data, "--tokenizer",
                    str(DEFAULT_MODEL_DIR / "tokenizer.json"), "--threads", str(args.threads), "--seed", "1337",
-                   "--time-budget", str(args.budget), "--eval-interval", "100000", "--checkpoint-interval", "200",
+                   "--time-budget", str(args.budget), "--eval-interval", "100", "--eval-poems", "100",
+                   "--checkpoint-interval", "200",
                    "--out-dir", str(out), "--no-progress", "--resume", *VARIANTS[name]]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
