@@ -32,16 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from load_test import start_server  # the same server start as the load test (this folder)
-
-VERSES = [  # Hafez, Saadi, Rumi, Ferdowsi, Khayyam: one couplet each, one hemistich a line
-    "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها",
-    "بنی آدم اعضای یکدیگرند\nکه در آفرینش ز یک گوهرند",
-    "بشنو این نی چون شکایت می‌کند\nاز جدایی‌ها حکایت می‌کند",
-    "توانا بود هر که دانا بود\nز دانش دل پیر برنا بود",
-    "این قافله عمر عجب می‌گذرد\nدریاب دمی که با طرب می‌گذرد",
-    "دوش دیدم که ملایک در میخانه زدند\nگل آدم بسرشتند و به پیمانه زدند",
-]
+from load_test import VERSES, start_server  # the same verses and server start as the load test (this folder)
 
 
 def rss_kib(pid: int) -> dict[str, int]:

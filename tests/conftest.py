@@ -141,3 +141,25 @@ def live_url(app):
     """`live_server`, as the server's base URL."""
     with live_server(app) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (a GRU's backward pass on threads that share a busy core crawls)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# One couplet each of Hafez, Saadi, Rumi, Ferdowsi, Khayyam and Hafez again, one hemistich a line.
+FAMOUS_COUPLETS = [
+    "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها",
+    "بنی آدم اعضای یکدیگرند\nکه در آفرینش ز یک گوهرند",
+    "بشنو این نی چون شکایت می‌کند\nاز جدایی‌ها حکایت می‌کند",
+    "توانا بود هر که دانا بود\nز دانش دل پیر برنا بود",
+    "این قافله عمر عجب می‌گذرد\nدریاب دمی که با طرب می‌گذرد",
+    "دوش دیدم که ملایک در میخانه زدند\nگل آدم بسرشتند و به پیمانه زدند",
+]

@@ -1,7 +1,6 @@
 import gzip
 import json
 import random
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from persian_poetry.cli import main
 from persian_poetry.data.corpus import OFFERED_POETS, split_of
 from persian_poetry.errors import ModelLoadError, PoetryError
 from persian_poetry.judges.poet import IGNORED, classify_poet, load_poet_classifier, poem_log_probs
-from persian_poetry.prosody import classifier as classifier_module
 from persian_poetry.prosody.classifier import load_classifier
 
 
@@ -59,26 +57,12 @@ def toy_poets_corpus(toy_poets, tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def steps_clock(monkeypatch):
-    """fit_classifier's clock made to count training steps (one second a step, ticked by the gradient
-    clipping every step does): --time-budget becomes a number of steps, whatever the machine's load."""
-    clock = [0.0]
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def counting_clip(*args, **kwargs):
-        clock[0] += 1.0
-        return clip(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counting_clip)
-    monkeypatch.setattr(classifier_module, "time", SimpleNamespace(time=lambda: clock[0]))
-
 
 def test_poet_classifier_learns_separable_toy_poets_saves_loads_and_names_them(
-        toy_poets, toy_poets_corpus, tmp_path, capsys, steps_clock):
+        toy_poets, toy_poets_corpus, tmp_path, capsys, one_thread):
     out = tmp_path / "poet"
     assert main(["train-poet-classifier", "--data", str(toy_poets_corpus), "--out", str(out),
-                 "--time-budget", "40", "--json"]) == 0
+                 "--max-steps", "40", "--time-budget", "1e9", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["steps"] == 40 and report["balanced"] and report["train_poems"] == 60
     assert report["train_hemistichs"] == 60 * 4

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import torch
 from conftest import live_url, untrained_poetry, wait_until
-from fastapi.testclient import TestClient
 
 from persian_poetry.gpt.model import sinusoidal_table
 from persian_poetry.serve.app import MAX_TABLE_VALUES, MAX_TEXT_CHARS, create_app
@@ -27,13 +26,6 @@ HAFEZ = "الا یا ایها الساقی ادر کاسا و ناولها\nکه
 def poetry() -> PoetryModel:
     return untrained_poetry()
 
-
-@pytest.fixture(scope="module")
-def client(poetry):
-    """The app in a TestClient that says it talks to localhost (the app answers only its own Host
-    names; the TestClient's default, "testserver", is not one of them)."""
-    with TestClient(create_app(poetry), base_url="http://localhost") as c:
-        yield c
 
 
 def events_of(text: str) -> list[tuple[str, dict]]:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
+from conftest import FAMOUS_COUPLETS as VERSES
 from conftest import live_url, untrained_poetry, wait_until
 
 from persian_poetry.data.corpus import OFFERED_POETS
@@ -26,14 +27,6 @@ from persian_poetry.writing import generate, verse
 from persian_poetry.writing.request import PoemRequest
 
 POETS = ("hafez", "saadi", "moulavi", "attar")
-VERSES = [
-    "الا یا ایها الساقی ادر کاسا و ناولها\nکه عشق آسان نمود اول ولی افتاد مشکل‌ها",
-    "بنی آدم اعضای یکدیگرند\nکه در آفرینش ز یک گوهرند",
-    "بشنو این نی چون شکایت می‌کند\nاز جدایی‌ها حکایت می‌کند",
-    "توانا بود هر که دانا بود\nز دانش دل پیر برنا بود",
-    "این قافله عمر عجب می‌گذرد\nدریاب دمی که با طرب می‌گذرد",
-    "دوش دیدم که ملایک در میخانه زدند\nگل آدم بسرشتند و به پیمانه زدند",
-]
 
 
 def final_poem(text: str) -> dict:

@@ -28,11 +28,6 @@ def poetry() -> PoetryModel:
     return untrained_poetry()
 
 
-@pytest.fixture(scope="module")
-def client(poetry):
-    with TestClient(create_app(poetry), base_url="http://localhost") as c:
-        yield c
-
 
 def test_every_route_passes_the_one_gate_in_a_lane_with_a_bound(poetry):
     app = create_app(poetry)

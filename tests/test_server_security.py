@@ -41,12 +41,6 @@ def poetry() -> PoetryModel:
     return untrained_poetry()
 
 
-@pytest.fixture(scope="module")
-def client(poetry):
-    """The app in a TestClient that says it talks to localhost (see HostCheck)."""
-    with TestClient(create_app(poetry), base_url=LOCAL) as c:
-        yield c
-
 
 @pytest.fixture(scope="module")
 def port(poetry):

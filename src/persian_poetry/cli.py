@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/assets/metre_classifier)")
     c.add_argument("--poets", default="classical", help="'classical', 'all' or comma-separated slugs")
     c.add_argument("--time-budget", type=float, default=900, help="seconds of training")
+    c.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time decides)")
     c.add_argument("--seed", type=int, default=1337)
     c.add_argument("--threads", type=int, default=1)
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
     pc.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/assets/poet_classifier)")
     pc.add_argument("--time-budget", type=float, default=720, help="seconds of training")
+    pc.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time decides)")
     pc.add_argument("--seed", type=int, default=1337)
     pc.add_argument("--threads", type=int, default=1)
     pc.add_argument("--json", action="store_true", help="print the whole report as JSON")
@@ -318,7 +320,7 @@ def cmd_train_metre_classifier(args) -> int:
 
     torch.set_num_threads(args.threads)
     report = train_classifier(args.data, args.out, resolve_poets(args.poets), args.time_budget, seed=args.seed,
-                              command_line=["persian-poetry", *sys.argv[1:]])
+                              command_line=["persian-poetry", *sys.argv[1:]], max_steps=args.max_steps)
     print(f"metre classifier: val hemistich accuracy {report['best_val_hemistich_accuracy']:.4f}; "
           f"written to {args.out}")
     return 0
@@ -331,7 +333,7 @@ def cmd_train_poet_classifier(args) -> int:
 
     torch.set_num_threads(args.threads)
     report = train_poet_classifier(args.data, args.out, args.time_budget, seed=args.seed, progress=not args.json,
-                                   command_line=["persian-poetry", *sys.argv[1:]])
+                                   command_line=["persian-poetry", *sys.argv[1:]], max_steps=args.max_steps)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0

@@ -104,7 +104,8 @@ def evaluate_poet_classifier(classifier: MetreClassifier, texts: list[str], poet
 
 def train_poet_classifier(data: str | Path, out_dir: str | Path, time_budget: float = 720, batch_size: int = 64,
                           learning_rate: float = 3e-3, seed: int = 1337, progress: bool = True,
-                          command_line: list[str] | None = None, hidden: int = 64, words: int = 1 << 16) -> dict:
+                          command_line: list[str] | None = None, hidden: int = 64, words: int = 1 << 16,
+                          max_steps: int | None = None) -> dict:
     """Train on the train split (class-balanced), keep the checkpoint with the best val accuracy
     (mean over poets), score it on the val and test splits, and write it with that report to out_dir.
 
@@ -118,7 +119,7 @@ def train_poet_classifier(data: str | Path, out_dir: str | Path, time_budget: fl
         raise PoetryError(f"{data}: no train or no val poems of the offered poets ({', '.join(OFFERED_POETS)})")
     config = ClassifierConfig(labels=present, task="poet", drop=IGNORED, hidden=hidden, words=words)
     model, report = fit_classifier(config, texts, poets, *splits["val"][:2], time_budget, batch_size, learning_rate,
-                                   seed, progress, balanced=True)
+                                   seed, progress, balanced=True, max_steps=max_steps)
     report.update({"data": str(data), "command_line": command_line, "split": "corpus.split_of (train 98%, val 1%, "
                    "test 1% by poem id hash)", "train_poems": len(set(splits["train"][2])),
                    "val_metric": "hemistich accuracy, mean over poets", "pooling": "mean hemistich log-probability"})

@@ -171,7 +171,8 @@ def labelled_hemistichs(data: str | Path, splits: tuple[str, ...] = ("train", "v
 
 def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_budget: float = 900,
                      batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
-                     progress: bool = True, command_line: list[str] | None = None) -> dict:
+                     progress: bool = True, command_line: list[str] | None = None,
+                     max_steps: int | None = None) -> dict:
     """Train the metre classifier on the train split's labelled hemistichs; pick the checkpoint
     with the best val accuracy; write it to out_dir with its report."""
 
@@ -180,7 +181,7 @@ def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_bud
     texts, labels, _ = data_by_split["train"]
     val_texts, val_labels, _ = data_by_split["val"]
     model, report = fit_classifier(ClassifierConfig(labels=sorted(set(labels))), texts, labels, val_texts, val_labels,
-                                   time_budget, batch_size, learning_rate, seed, progress)
+                                   time_budget, batch_size, learning_rate, seed, progress, max_steps=max_steps)
     report.update({"poets": list(poets) if poets else "all", "data": str(data), "command_line": command_line})
     save_classifier(model, out_dir, report)
     return report
@@ -188,10 +189,11 @@ def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_bud
 
 def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val_texts: list[str], val_labels: list,
                    time_budget: float = 900, batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
-                   progress: bool = True, balanced: bool = False, bag_lr_scale: float = 10.0
-                   ) -> tuple[MetreClassifier, dict]:
+                   progress: bool = True, balanced: bool = False, bag_lr_scale: float = 10.0,
+                   max_steps: int | None = None) -> tuple[MetreClassifier, dict]:
     """The training loop of both classifiers: AdamW on a cosine schedule that spans the time
-    budget, val accuracy every 500 steps, and the best checkpoint kept.
+    budget (or `max_steps`, whichever ends first), val accuracy every 500 steps, and the best
+    checkpoint kept.
 
     Batches are drawn uniformly over hemistichs, or with `balanced` uniformly over labels first
     and then over that label's hemistichs, so that a label with few examples (Khayyam's quatrains
@@ -228,8 +230,8 @@ def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val
                                   lr=learning_rate, weight_decay=0.01)
     start, step, best, history = time.time(), 0, (-1.0, None), []
     bar = tqdm(desc=f"{config.task} classifier", unit="step", disable=not progress, mininterval=2)
-    while time.time() - start < time_budget:
-        progress_frac = min(1.0, (time.time() - start) / time_budget)
+    while time.time() - start < time_budget and (max_steps is None or step < max_steps):
+        progress_frac = min(1.0, max((time.time() - start) / time_budget, step / (max_steps or math.inf)))
         for group in optimizer.param_groups:
             group["lr"] = group["scale"] * learning_rate * 0.5 * (1 + math.cos(math.pi * progress_frac))
         batch = draw()
