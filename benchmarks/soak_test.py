@@ -32,17 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from load_test import VERSES, start_server  # the same verses and server start as the load test (this folder)
-
-
-def rss_kib(pid: int) -> dict[str, int]:
-    """The process's resident memory now and at its peak, in KiB, from /proc/PID/status."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
+from load_test import VERSES, rss_kib, start_server  # the same verses and server start as the load test (this folder)
 
 
 class Tally:

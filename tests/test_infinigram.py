@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_evaluate_windows import MarkovStub
 
 from persian_poetry.data.dataset import EncodedSplit
 from persian_poetry.errors import PoetryError
@@ -124,20 +125,6 @@ def test_index_saves_and_loads(tmp_path):
 
 # --- the mixture in evaluate ----------------------------------------------------------------------
 
-
-class MarkovStub(torch.nn.Module):
-    """The GPT's stand-in over 4 tokens: after t, t+1 (mod 4) has probability 1/2, the others 1/6."""
-
-    def __init__(self, context: int):
-        super().__init__()
-        self.config = GPTConfig(vocab_size=4, context_length=context, n_layer=1, n_head=1, n_embd=4)
-        self.token_embedding = torch.nn.Embedding(4, 1)
-        probs = torch.full((4, 4), 1 / 6)
-        probs[torch.arange(4), (torch.arange(4) + 1) % 4] = 1 / 2
-        self.register_buffer("log_probs", probs.log())
-
-    def forward(self, idx):
-        return self.log_probs[idx], None, None
 
 
 def test_bits_per_char_of_a_mixture_by_hand():
