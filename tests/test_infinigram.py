@@ -10,9 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_evaluate_windows import MarkovStub
+from test_evaluate_windows import MarkovStub, split_of_poems
 
-from persian_poetry.data.dataset import EncodedSplit
 from persian_poetry.errors import PoetryError
 from persian_poetry.gpt.evaluate import _windows, evaluate_split, target_scores
 from persian_poetry.gpt.infinigram import (
@@ -27,13 +26,6 @@ from persian_poetry.gpt.model import GPT, GPTConfig
 
 STREAM = [1, 2, 3, 1, 2, 4, 1, 2, 3, 5]  # positions 0..9
 
-
-def split_of_poems(poems: list[tuple[list[int], list[int], int]]) -> EncodedSplit:
-    tokens, index = [], []
-    for header, body, chars in poems:
-        index.append((len(tokens), len(header), len(body), chars))
-        tokens += header + body
-    return EncodedSplit(np.asarray(tokens, dtype=np.uint16), np.asarray(index, dtype=np.int64).reshape(-1, 4))
 
 
 # --- the suffix array ----------------------------------------------------------------------------
