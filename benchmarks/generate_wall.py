@@ -1,23 +1,28 @@
 """Wall time of `persian-poetry generate` for a 7-couplet ghazal, start-up and model load included,
-with the peak memory (RSS) of each run, and the time of `persian-poetry --help`.
+with the peak memory (RSS) of each run; beside it, in the same run, `python -c "import torch"` (the
+start-up a PyTorch runtime would pay; skipped where torch is not installed), `persian-poetry --help`,
+and how soon `persian-poetry serve` answers /healthz after it is started.
 
 Each run is a fresh process, as a user would start it. Wall time, CPU time (user + system) and the
 peak RSS come from `os.wait4` on that process; the median of the runs is reported. A busy CPU
 lengthens wall time, not CPU time, so both are printed, with the load average.
 
-    python benchmarks/generate_wall.py                       # 5 runs, float and int8, and --help
+    python benchmarks/generate_wall.py                       # 5 runs of each
     python benchmarks/generate_wall.py --runs 10 --breakdown # also where the time goes, in one process
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 GENERATE = ["generate", "--poet", "hafez", "--form", "ghazal", "--couplets", "7", "--seed", "1"]
 
@@ -43,17 +48,39 @@ def run_once(args: list[str]) -> dict:
 
 
 def breakdown() -> str:
-    """import torch, our imports, model load, the poem: timed inside one fresh process."""
+    """Our imports, model load, the poem: timed inside one fresh process."""
     code = (
         "import time; t0 = time.perf_counter()\n"
-        "import torch; t1 = time.perf_counter(); torch.set_num_threads(1)\n"
         "from persian_poetry.writing.bundle import load_model\n"
-        "from persian_poetry.writing.generate import PoemRequest, write_poem; t2 = time.perf_counter()\n"
-        "poetry = load_model(); t3 = time.perf_counter()\n"
-        "poem = write_poem(poetry, PoemRequest(poet='hafez', form='ghazal', couplets=7, seed=1)); t4 = time.perf_counter()\n"
-        "print(f'import torch {t1 - t0:.2f} s, our modules {t2 - t1:.2f} s, load_model {t3 - t2:.2f} s, '\n"
-        "      f'write_poem {t4 - t3:.2f} s ({poem.tokens} tokens, {poem.tokens / (t4 - t3):.0f} tokens/s)')\n")
+        "from persian_poetry.writing.generate import PoemRequest, write_poem; t1 = time.perf_counter()\n"
+        "poetry = load_model(); t2 = time.perf_counter()\n"
+        "poem = write_poem(poetry, PoemRequest(poet='hafez', form='ghazal', couplets=7, seed=1)); t3 = time.perf_counter()\n"
+        "import sys\n"
+        "print(f'our modules {t1 - t0:.2f} s, load_model {t2 - t1:.2f} s, '\n"
+        "      f'write_poem {t3 - t2:.2f} s ({poem.tokens} tokens); torch imported: {\"torch\" in sys.modules}')\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def healthz_after_start() -> float:
+    """Seconds from starting `persian-poetry serve` to its first answer on /healthz."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command() + ["serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - start < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                time.sleep(0.01)
+        raise SystemExit("the server did not answer /healthz within 120 s")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def report(name: str, runs: list[dict]) -> None:
@@ -66,7 +93,6 @@ def report(name: str, runs: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--no-int8", action="store_true", help="skip the --quantize int8 runs")
     ap.add_argument("--breakdown", action="store_true", help="also time the parts inside one process")
     args = ap.parse_args()
 
@@ -77,15 +103,23 @@ def main() -> None:
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     print(f"  torch imported by the CLI's parser: {probe.stdout.strip()}")
 
-    variants = {"generate (float32)": GENERATE}
-    if not args.no_int8:
-        variants["generate --quantize int8"] = GENERATE + ["--quantize", "int8"]
-    for name, cli_args in variants.items():
-        run_once(cli_args)  # warm the page cache
-        runs = [run_once(cli_args) for _ in range(args.runs)]
-        report(f"persian-poetry {' '.join(cli_args)}" if name.startswith("generate (") else name, runs)
-        if len({r["stdout"] for r in runs}) != 1:
-            raise SystemExit("the same seed gave different poems")
+    run_once(GENERATE)  # warm the page cache
+    runs = [run_once(GENERATE) for _ in range(args.runs)]
+    report(f"persian-poetry {' '.join(GENERATE)}", runs)
+    if len({r["stdout"] for r in runs}) != 1:
+        raise SystemExit("the same seed gave different poems")
+    if importlib.util.find_spec("torch") is not None:
+        torch_runs = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True)
+            torch_runs.append(time.perf_counter() - start)
+        ratio = statistics.median(r["wall_s"] for r in runs) / statistics.median(torch_runs)
+        print(f'python -c "import torch": wall median {statistics.median(torch_runs):.2f} s; '
+              f"generate / import torch = {ratio:.2f}")
+    health = [healthz_after_start() for _ in range(args.runs)]
+    print(f"persian-poetry serve, first /healthz answer after start: median {statistics.median(health):.2f} s "
+          f"(min {min(health):.2f}, max {max(health):.2f})")
     if args.breakdown:
         print("breakdown (one process):", breakdown())
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

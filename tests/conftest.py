@@ -100,7 +100,15 @@ def untrained_poetry():
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     metres = {int(k): v for k, v in config["metres"].items()}
-    return PoetryModel(model, tokenizer, metres)
+    return PoetryModel(inference_of(model), tokenizer, metres)
+
+
+def inference_of(model):
+    """The numpy network that writing runs on (`gpt.inference.InferenceGPT`) with the weights of a
+    PyTorch `GPT`: tests build and train small models in PyTorch and write with them."""
+    from persian_poetry.gpt.inference import InferenceGPT
+
+    return InferenceGPT(model.config, {name: t.detach().float().numpy() for name, t in model.state_dict().items()})
 
 
 def wait_until(predicate, what: str, seconds: float = 120.0):

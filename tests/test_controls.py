@@ -6,7 +6,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from persian_poetry.data.controls import Controls, metre_token_ids, poem_header
 from persian_poetry.data.corpus import Poem
@@ -80,7 +79,6 @@ def test_generation_and_training_build_the_same_header(poet, form, metre, rhyme)
 
 @pytest.fixture(scope="module")
 def shipped():
-    torch.set_num_threads(1)
     return load_model()
 
 

@@ -2,31 +2,38 @@
 
 Constrained decoding (writing/verse.py) takes words back all the time; if a rewind left the cache or
 the logits a step off, every poem would be written from the wrong distribution without any error.
-Tiny random models, so the checks are exact to float rounding and cost no training."""
+Tiny random models, so the checks are exact to float rounding and cost no training. The decoder
+runs on the numpy network (`gpt.inference`) with the weights of a PyTorch `GPT`, and its logits are
+held to that PyTorch model's plain full forward pass."""
 
 import random
 
+import numpy as np
 import pytest
 import torch
+from conftest import inference_of
 
 from persian_poetry.gpt.engine import Decoder
+from persian_poetry.gpt.inference import InferenceGPT
 from persian_poetry.gpt.model import GPT, GPTConfig
 
 VOCAB = 40
 TIGHT = {"rtol": 0.0, "atol": 1e-6}  # rounding here is ~1e-7 on logits of ~0.3; a wrong context moves them far more
 
 
-def tiny(context: int = 16, positional: str = "sinusoidal", seed: int = 0) -> GPT:
+def tiny(context: int = 16, positional: str = "sinusoidal", seed: int = 0) -> tuple[GPT, InferenceGPT]:
+    """A PyTorch GPT and the numpy network with its weights, which the decoder runs on."""
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=VOCAB, context_length=context, n_layer=1, n_head=2, n_embd=16,
-                         positional=positional)).eval()
+    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=context, n_layer=1, n_head=2, n_embd=16,
+                          positional=positional)).eval()
+    return model, inference_of(model)
 
 
 @torch.no_grad()
-def forward_last(model: GPT, tokens: list[int]) -> torch.Tensor:
-    """The next-token logits of the plain full forward pass over `tokens`, no cache."""
+def forward_last(model: GPT, tokens: list[int]) -> np.ndarray:
+    """The next-token logits of the PyTorch model's plain full forward pass over `tokens`, no cache."""
     logits, _, _ = model(torch.tensor([tokens]))
-    return logits[0, -1]
+    return logits[0, -1].numpy()
 
 
 def window(decoder: Decoder) -> list[int]:
@@ -42,82 +49,82 @@ def push_all(decoder: Decoder, tokens: list[int]) -> None:
 
 @pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rotary"])
 def test_rewinding_and_writing_on_equals_a_fresh_decoder_and_the_full_forward(positional):
-    model = tiny(positional=positional)
-    decoder = Decoder(model, [1, 2, 3], pinned=1)
+    model, runtime = tiny(positional=positional)
+    decoder = Decoder(runtime, [1, 2, 3], pinned=1)
     push_all(decoder, [4, 5, 6, 7, 8])
     decoder.rewind(5)  # [1, 2, 3, 4, 5]: 6, 7, 8 taken back
     assert decoder.history == [1, 2, 3, 4, 5]
     push_all(decoder, [9, 10, 11])
     final = [1, 2, 3, 4, 5, 9, 10, 11]
     assert decoder.history == final
-    fresh = Decoder(model, final, pinned=1)
-    assert torch.allclose(decoder.logits, fresh.logits, **TIGHT)
-    assert torch.allclose(decoder.logits, forward_last(model, final), **TIGHT)
+    fresh = Decoder(runtime, final, pinned=1)
+    assert np.allclose(decoder.logits, fresh.logits, **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, final), **TIGHT)
     # the rewound decoder and a fresh one go on alike
     decoder.push(12)
     fresh.push(12)
-    assert torch.allclose(decoder.logits, fresh.logits, **TIGHT)
-    assert torch.allclose(decoder.logits, forward_last(model, final + [12]), **TIGHT)
+    assert np.allclose(decoder.logits, fresh.logits, **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, final + [12]), **TIGHT)
 
 
 def test_rewinding_to_a_length_seen_gives_back_the_logits_from_then():
-    model = tiny()
-    decoder = Decoder(model, [1, 2, 3], pinned=1)
-    seen = {3: decoder.logits.clone()}
+    model, runtime = tiny()
+    decoder = Decoder(runtime, [1, 2, 3], pinned=1)
+    seen = {3: decoder.logits.copy()}
     for token in [4, 5, 6, 7]:
         decoder.push(token)
-        seen[len(decoder.history)] = decoder.logits.clone()
+        seen[len(decoder.history)] = decoder.logits.copy()
     for length in (6, 4, 3):  # step back more than once, without writing between
         decoder.rewind(length)
         assert decoder.history == [1, 2, 3, 4, 5, 6, 7][:length]
-        assert torch.allclose(decoder.logits, seen[length], **TIGHT)
-        assert torch.allclose(decoder.logits, forward_last(model, decoder.history), **TIGHT)
+        assert np.allclose(decoder.logits, seen[length], **TIGHT)
+        assert np.allclose(decoder.logits, forward_last(model, decoder.history), **TIGHT)
 
 
 def test_rewinding_into_the_prompt_recomputes_logits_never_seen():
     """Only the prompt's last logits were ever computed one by one: stepping back inside the prompt
     must compute the logits there, not reuse others."""
-    model = tiny()
+    model, runtime = tiny()
     prompt = [1, 2, 3, 4, 5, 6]
-    decoder = Decoder(model, prompt, pinned=1)
+    decoder = Decoder(runtime, prompt, pinned=1)
     push_all(decoder, [7, 8])
     decoder.rewind(4)
     assert decoder.history == [1, 2, 3, 4]
-    assert torch.allclose(decoder.logits, forward_last(model, [1, 2, 3, 4]), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, [1, 2, 3, 4]), **TIGHT)
     push_all(decoder, [9, 10])
-    assert torch.allclose(decoder.logits, forward_last(model, [1, 2, 3, 4, 9, 10]), **TIGHT)
-    assert torch.allclose(decoder.logits, Decoder(model, [1, 2, 3, 4, 9, 10], pinned=1).logits, **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, [1, 2, 3, 4, 9, 10]), **TIGHT)
+    assert np.allclose(decoder.logits, Decoder(runtime, [1, 2, 3, 4, 9, 10], pinned=1).logits, **TIGHT)
 
 
 def test_rewinding_to_the_pinned_header_itself():
-    model = tiny()
-    decoder = Decoder(model, [1, 2, 3], pinned=3)
+    model, runtime = tiny()
+    decoder = Decoder(runtime, [1, 2, 3], pinned=3)
     push_all(decoder, [4, 5])
     decoder.rewind(3)  # nothing but the header left
     assert decoder.history == [1, 2, 3]
-    assert torch.allclose(decoder.logits, forward_last(model, [1, 2, 3]), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, [1, 2, 3]), **TIGHT)
     push_all(decoder, [6])
-    assert torch.allclose(decoder.logits, forward_last(model, [1, 2, 3, 6]), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, [1, 2, 3, 6]), **TIGHT)
 
 
 def test_rewinds_that_cannot_be_are_refused_and_change_nothing():
-    model = tiny()
-    decoder = Decoder(model, [1, 2, 3], pinned=2)
+    model, runtime = tiny()
+    decoder = Decoder(runtime, [1, 2, 3], pinned=2)
     push_all(decoder, [4, 5])
-    history, logits = list(decoder.history), decoder.logits.clone()
+    history, logits = list(decoder.history), decoder.logits.copy()
     for length in (6, 100, 1, 0, -1):  # forward (no such tokens), or into the pinned header
         with pytest.raises(ValueError, match="cannot rewind"):
             decoder.rewind(length)
         assert decoder.history == history
-        assert torch.equal(decoder.logits, logits)
+        assert np.array_equal(decoder.logits, logits)
     decoder.rewind(5)  # to where it is: nothing to do
-    assert decoder.history == history and torch.equal(decoder.logits, logits)
+    assert decoder.history == history and np.array_equal(decoder.logits, logits)
     # With no header, one token must stay: the logits are those after some token.
-    unpinned = Decoder(model, [1, 2], pinned=0)
+    unpinned = Decoder(runtime, [1, 2], pinned=0)
     with pytest.raises(ValueError, match="cannot rewind"):
         unpinned.rewind(0)
     unpinned.rewind(1)
-    assert torch.allclose(unpinned.logits, forward_last(model, [1]), **TIGHT)
+    assert np.allclose(unpinned.logits, forward_last(model, [1]), **TIGHT)
 
 
 def test_the_window_slides_and_a_rewind_inside_it_keeps_to_that_window():
@@ -126,39 +133,39 @@ def test_the_window_slides_and_a_rewind_inside_it_keeps_to_that_window():
     history had that length, or computed, for a length from before the slide."""
     context, pinned = 16, 2
     keep = (context - pinned) // 2
-    model = tiny(context=context)
+    model, runtime = tiny(context=context)
     tokens = [random.Random(1).randrange(VOCAB) for _ in range(40)]
-    decoder = Decoder(model, tokens[:3], pinned=pinned)
+    decoder = Decoder(runtime, tokens[:3], pinned=pinned)
     seen, slides = {}, []
     for token in tokens[3:]:
         before = decoder.cache.length
         decoder.push(token)
         if decoder.cache.length <= before:
             slides.append(len(decoder.history))
-        seen[len(decoder.history)] = (decoder.logits.clone(), window(decoder))
+        seen[len(decoder.history)] = (decoder.logits.copy(), window(decoder))
         assert decoder.cache.length <= context
-        assert torch.allclose(decoder.logits, forward_last(model, window(decoder)), **TIGHT)
+        assert np.allclose(decoder.logits, forward_last(model, window(decoder)), **TIGHT)
     assert slides == [17, 25, 33]  # full at 16 tokens; after a slide 2 + 7 are held, full again 8 pushes on
     last = slides[-1]
     assert window(decoder) == tokens[:pinned] + tokens[last - keep:]  # the header stays
     decoder.rewind(last + 1)  # written since the slide: its logits were kept
     logits, then = seen[last + 1]
     assert decoder.history == tokens[:last + 1] and window(decoder) == then
-    assert torch.allclose(decoder.logits, logits, **TIGHT)
+    assert np.allclose(decoder.logits, logits, **TIGHT)
     decoder.rewind(last - 2)  # in the window, but written before the slide: no logits kept for it
     held = tokens[:pinned] + tokens[last - keep:last - 2]
     assert decoder.history == tokens[:last - 2] and window(decoder) == held
-    assert torch.allclose(decoder.logits, forward_last(model, held), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, held), **TIGHT)
     push_all(decoder, [7, 8, 9])  # write on after the rewind
-    assert torch.allclose(decoder.logits, forward_last(model, held + [7, 8, 9]), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, held + [7, 8, 9]), **TIGHT)
 
 
 def test_a_rewind_past_a_slide_rereads_the_header_and_the_last_half_context():
     context, pinned = 16, 2
     keep = (context - pinned) // 2
-    model = tiny(context=context)
+    model, runtime = tiny(context=context)
     tokens = [random.Random(2).randrange(VOCAB) for _ in range(30)]
-    decoder = Decoder(model, tokens[:pinned + 1], pinned=pinned)
+    decoder = Decoder(runtime, tokens[:pinned + 1], pinned=pinned)
     push_all(decoder, tokens[pinned + 1:])
     oldest_held = len(decoder.history) - (decoder.cache.length - pinned)
     decoder.rewind(oldest_held - 3)  # back past the window's first token: no longer in the cache
@@ -166,10 +173,10 @@ def test_a_rewind_past_a_slide_rereads_the_header_and_the_last_half_context():
     assert decoder.history == kept
     reread = kept[:pinned] + kept[pinned:][-keep:]
     assert window(decoder) == reread
-    assert torch.allclose(decoder.logits, forward_last(model, reread), **TIGHT)
-    assert torch.allclose(decoder.logits, Decoder(model, reread, pinned=pinned).logits, **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, reread), **TIGHT)
+    assert np.allclose(decoder.logits, Decoder(runtime, reread, pinned=pinned).logits, **TIGHT)
     push_all(decoder, [5, 6])
-    assert torch.allclose(decoder.logits, forward_last(model, reread + [5, 6]), **TIGHT)
+    assert np.allclose(decoder.logits, forward_last(model, reread + [5, 6]), **TIGHT)
 
 
 @pytest.mark.parametrize("positional,pinned", [("sinusoidal", 3), ("rotary", 0), ("learned", 1)])
@@ -178,10 +185,10 @@ def test_any_mix_of_pushes_and_rewinds_keeps_the_logits_of_the_window_held(posit
     history is what was written and not taken back, and the logits are those of the full forward
     over the header and the end of that history which the cache holds."""
     context = 16
-    model = tiny(context=context, positional=positional)
+    model, runtime = tiny(context=context, positional=positional)
     rng = random.Random(pinned)
     written = [rng.randrange(VOCAB) for _ in range(pinned + 2)]
-    decoder = Decoder(model, written, pinned=pinned)
+    decoder = Decoder(runtime, written, pinned=pinned)
     for _ in range(150):
         if rng.random() < 0.3 and len(written) > max(pinned, 1):
             written = written[:max(max(pinned, 1), len(written) - rng.randint(1, 10))]
@@ -194,4 +201,4 @@ def test_any_mix_of_pushes_and_rewinds_keeps_the_logits_of_the_window_held(posit
         assert decoder.cache.length <= context
         assert held[:pinned] == written[:pinned]
         assert len(held) > pinned or len(written) == pinned  # some verse is held unless none is left
-        assert torch.allclose(decoder.logits, forward_last(model, held), **TIGHT)
+        assert np.allclose(decoder.logits, forward_last(model, held), **TIGHT)

@@ -2,6 +2,7 @@
 the shipped model and a corpus written here."""
 
 import json
+import random
 import statistics
 
 import numpy as np
@@ -14,6 +15,7 @@ from persian_poetry.judges.evaluate_generation import (
     WINDOW,
     TrainText,
     _window_hashes,
+    classifier_metres,
     distinct_2,
     evaluate_generation,
     longest_shared_run,
@@ -98,7 +100,7 @@ def shipped():
     torch.set_num_threads(threads)
 
 
-def test_evaluate_generation_end_to_end(shipped, tmp_path):
+def test_evaluate_generation_end_to_end(shipped, tmp_path, monkeypatch):
     """Three constrained poems (a ghazal, a rubai, a masnavi) of the shipped model, judged against a
     corpus written here: train ghazals in every metre of the model but the rubai's, all Hafez's
     first; a test-split ghazal for the reference; and the rubai's two hemistichs (the rubai does
@@ -122,7 +124,9 @@ def test_evaluate_generation_end_to_end(shipped, tmp_path):
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
     classifier = load_poet_classifier()
+    monkeypatch.setenv("PERSIAN_POETRY_CACHE", str(tmp_path / "cache"))  # the train text's cache, not ~/.cache's
     report = evaluate_generation(shipped, data, n=3, progress=False, poet_classifier=classifier)
+    assert len(list((tmp_path / "cache" / "train-text").iterdir())) == 1
     detail = report["poems_detail"]
 
     # The requests: forms in turn, poets in turn, fixed seeds; the rubai in the rubai metre, the
@@ -159,6 +163,11 @@ def test_evaluate_generation_end_to_end(shipped, tmp_path):
     assert report["metre_share"] >= 1 - sum(relaxed) / 38
     assert report["rhyme_share"] == round(sum(d["rhyme_ok"] for d in detail) / sum(d["rhyme_positions"] for d in detail), 4)
     assert 0 <= report["metre_top_share"] <= 1
+    # The judge the decoding never consults: the learned classifier's top metre, hemistich by hemistich.
+    named = [classifier_metres([h for pair in poem for h in pair]) for poem in couplets]
+    assert [d["metre_classifier"] for d in detail] == [
+        sum(m == r["metre"] for m in poem) for poem, r in zip(named, requests, strict=True)]
+    assert report["metre_classifier_share"] == round(sum(d["metre_classifier"] for d in detail) / 38, 4)
 
     # Novelty, against the train split's hemistichs of classical poets: the rubai's first hemistich
     # is there (jami's), its second is not (the outsider's).
@@ -187,4 +196,15 @@ def test_evaluate_generation_end_to_end(shipped, tmp_path):
     # The reference: the one labelled test-split poem, under its label.
     real = report["real_poems_reference"]
     assert (real["poems"], real["hemistichs"]) == (1, len(reference))
-    assert all(0 <= real[k] <= 1 for k in ("metre_share", "metre_top_share", "repeat_share"))
+    assert all(0 <= real[k] <= 1 for k in ("metre_share", "metre_top_share", "metre_classifier_share", "repeat_share"))
+
+
+def test_the_learned_classifier_alone_names_the_metre_of_real_verse_and_not_of_shuffled():
+    """`classifier_metres`, the honest metre judge: Hafez's first ghazal is in hazaj (Ganjoor id 2)
+    for the classifier alone; the same words in another order mostly are not."""
+    named = classifier_metres(GHAZAL_1)
+    assert sum(m == 2 for m in named) >= 0.8 * len(GHAZAL_1)
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(h.split(), len(h.split()))) for h in GHAZAL_1]
+    assert sum(m == 2 for m in classifier_metres(shuffled)) < sum(m == 2 for m in named)
+    assert classifier_metres([]) == []

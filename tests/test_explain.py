@@ -8,15 +8,17 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import inference_of
 
 from persian_poetry.cli import main
 from persian_poetry.data.controls import Controls
 from persian_poetry.data.tokenizer import CharTokenizer
 from persian_poetry.errors import PoetryError
 from persian_poetry.explain import lesson as explain
-from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.gpt.engine import Engine, Sampling, new_generator
 from persian_poetry.gpt.model import GPT, GPTConfig
 from persian_poetry.text import normalize
 from persian_poetry.writing.bundle import PoetryModel, load_model
@@ -26,7 +28,6 @@ HEMISTICH = "الا یا ایها الساقی ادر کاسا و ناولها"
 
 @pytest.fixture(scope="module")
 def poetry() -> PoetryModel:
-    torch.set_num_threads(1)
     return load_model()
 
 
@@ -37,7 +38,7 @@ def small_poetry() -> PoetryModel:
     controls = Controls(("hafez",), ("ghazal",), (1,))
     tok = CharTokenizer(controls.special_tokens())
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, n_layer=1, n_head=2, n_embd=16)).eval()
-    return PoetryModel(model, tok)
+    return PoetryModel(inference_of(model), tok)
 
 
 def softmax(xs: list[float]) -> list[float]:
@@ -160,26 +161,28 @@ def test_tokens_over_the_limit_say_by_how_much(poetry):
 
 def test_attention_trace_shape_mask_and_rows(poetry):
     trace = explain.attention_trace(poetry, HEMISTICH)
-    weights = torch.tensor(trace.weights)
+    weights = np.array(trace.weights)
     t = len(trace.ids)
     assert weights.shape == (6, 8, t, t)
     assert trace.ids == poetry.tokenizer.encode(HEMISTICH)
     assert trace.tokens == [poetry.tokenizer.id_to_token(i) for i in trace.ids]
-    assert torch.allclose(weights.sum(-1), torch.ones(6, 8, t), atol=1e-5)
-    assert (weights.triu(diagonal=1) == 0).all()  # causal: nothing above the diagonal
+    np.testing.assert_allclose(weights.sum(-1), np.ones((6, 8, t)), rtol=1e-5, atol=1e-5)
+    assert (np.triu(weights, k=1) == 0).all()  # causal: nothing above the diagonal
     assert (weights[:, :, 0, 0] == 1).all()  # the first token can only attend to itself
 
 
 def test_attention_trace_layer_one_by_hand(poetry):
-    """Layer 1's weights recomputed from the weights of the model, outside model.forward."""
+    """Layer 1's weights recomputed from the weights of the model (as its state dict names them),
+    in PyTorch, outside model.forward."""
     trace = explain.attention_trace(poetry, HEMISTICH)
     model, ids = poetry.model, torch.tensor(trace.ids)
+    weight = {name: torch.from_numpy(array) for name, array in model.weights.items()}
     t, c, h = len(ids), model.config.n_embd, model.config.n_head
     with torch.no_grad():
         table = torch.tensor([[pe(pos, column, c) for column in range(c)] for pos in range(t)])
-        x = model.token_embedding.weight[ids] + table / math.sqrt(c)
-        x = torch.nn.functional.layer_norm(x, (c,), model.blocks[0].ln1.weight)
-        q, k, _ = (x @ model.blocks[0].attn.qkv.weight.T).split(c, dim=-1)
+        x = weight["token_embedding.weight"][ids] + table / math.sqrt(c)
+        x = torch.nn.functional.layer_norm(x, (c,), weight["blocks.0.ln1.weight"], weight.get("blocks.0.ln1.bias"))
+        q, k, _ = (x @ weight["blocks.0.attn.qkv.weight"].T).split(c, dim=-1)
         q, k = (m.view(t, h, c // h).transpose(0, 1) for m in (q, k))
         scores = q @ k.transpose(-1, -2) / math.sqrt(c // h)
         scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
@@ -198,7 +201,7 @@ def test_generation_trace_draws_what_the_engine_draws(poetry):
     sampling = Sampling(temperature=0.9, top_k=40, top_p=0.9)
     trace = explain.generation_trace(poetry, "hafez", "ghazal", steps=20, sampling=sampling, seed=3)
     header = [poetry.tokenizer.token_to_id(t) for t in ("<|poem|>", "<|poet:hafez|>", "<|form:ghazal|>")]
-    generator = torch.Generator().manual_seed(3)
+    generator = new_generator(3)
     engine_tokens = list(Engine(poetry.model).stream(header, len(header), sampling, generator, 20))
     assert [s.chosen.id for s in trace.steps] == engine_tokens
     assert trace.prompt == ["<|poem|>", "<|poet:hafez|>", "<|form:ghazal|>"]
@@ -226,7 +229,7 @@ def test_generation_trace_past_the_token_limit(small_poetry):
     trace = explain.generation_trace(small_poetry, steps=40, sampling=sampling, seed=5)
     tok = small_poetry.tokenizer
     header = [tok.token_to_id(t) for t in ("<|poem|>", "<|poet:hafez|>", "<|form:ghazal|>")]
-    expected = list(Engine(small_poetry.model).stream(header, 3, sampling, torch.Generator().manual_seed(5), 40))
+    expected = list(Engine(small_poetry.model).stream(header, 3, sampling, new_generator(5), 40))
     assert [s.chosen.id for s in trace.steps] == expected
     assert max(s.context for s in trace.steps) == 16
     shifted = [s for s in trace.steps if s.window_shifted]

@@ -11,7 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from persian_poetry.cli import main
 from persian_poetry.errors import ExportError
-from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.assets import DEFAULT_MODEL_DIR
+from persian_poetry.gpt.checkpoint import load_model_dir
+from persian_poetry.gpt.engine import Engine, Sampling, new_generator
 from persian_poetry.gpt.export_hf import export_hf, hf_state_dict
 from persian_poetry.gpt.model import GPT, GPTConfig, sinusoidal_table
 from persian_poetry.text import normalize
@@ -20,8 +22,9 @@ from persian_poetry.writing.bundle import load_model
 
 @pytest.fixture(scope="module")
 def poetry():
+    """The shipped model as PyTorch's GPT: what the export converts."""
     torch.set_num_threads(1)
-    return load_model()
+    return load_model_dir(DEFAULT_MODEL_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def real_windows(poetry, count: int = 3) -> torch.Tensor:
         ids = list(head)
         for i, hemistich in enumerate(ghazal * 3):  # repeated to fill the context
             ids += tok.encode(hemistich) + [tok.token_to_id("<|hemi|>" if i % 2 == 0 else "<|beyt|>")]
-        rows.append(ids[:poetry.config.context_length])
+        rows.append(ids[:poetry.model.config.context_length])
     return torch.tensor(rows)
 
 
@@ -88,12 +91,13 @@ def test_transformers_greedy_generate_writes_what_our_engine_writes(exported, po
     model, tokenizer = load_hf(exported)
     prompt = tokenizer("<|poem|><|poet:saadi|><|form:ghazal|>", return_tensors="pt").input_ids
     out = model.generate(prompt, do_sample=False, max_new_tokens=30, min_new_tokens=30)
-    ours = list(Engine(poetry.model).stream(prompt[0].tolist(), 0, Sampling(top_k=1), torch.Generator(), 30))
+    # our engine (numpy, as `generate` runs it) against transformers' own greedy decoding
+    ours = list(Engine(load_model().model).stream(prompt[0].tolist(), 0, Sampling(top_k=1), new_generator(0), 30))
     assert out[0, prompt.shape[1]:].tolist() == ours
 
 
 def test_a_char_model_exports_too(tiny_model_dir, tmp_path):
-    small = load_model(tiny_model_dir)
+    small = load_model_dir(tiny_model_dir)
     model, tokenizer = load_hf(export_hf(small, tmp_path / "char"))
     text = normalize(hafez_ghazals()[0][0])
     ids = small.tokenizer.encode(text)
@@ -105,7 +109,7 @@ def test_a_char_model_exports_too(tiny_model_dir, tmp_path):
 
 def test_a_quantized_model_is_not_exported():
     with pytest.raises(ExportError, match="quantized"):
-        hf_state_dict(load_model(quantize="int8").model)
+        hf_state_dict(load_model_dir(DEFAULT_MODEL_DIR, quantize="int8").model)
 
 
 def test_a_rotary_model_is_not_exported():

@@ -1,9 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from conftest import inference_of
 
-from persian_poetry.gpt.engine import Engine, Sampling, filter_logits, sample, sample_rows
+from persian_poetry.gpt.engine import Engine, Sampling, filter_logits, new_generator, sample, sample_rows
 from persian_poetry.gpt.model import GPT, GPTConfig, KVCache, _activation, apply_rotary, rotary_tables, sinusoidal_table
 
 
@@ -157,28 +159,29 @@ def test_config_and_context_errors():
 def test_sample_draws_from_the_filtered_distribution(sampling):
     """`sample` looks only at the top-k; its draws must follow filter_logits' distribution."""
     torch.manual_seed(1)
-    logits = torch.randn(300) * 2
-    logits[7] = float("-inf")  # a banned token (constrained decoding masks with -inf)
-    expected = filter_logits(logits, sampling).softmax(-1)
-    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(300) * 2).numpy()
+    logits[7] = -np.inf  # a banned token (constrained decoding masks with -inf)
+    expected = torch.from_numpy(filter_logits(logits, sampling)).softmax(-1).numpy()
+    generator = new_generator(0)
     n = 20_000
-    counts = torch.bincount(torch.tensor([sample(logits, sampling, generator) for _ in range(n)]), minlength=300)
+    counts = np.bincount([sample(logits, sampling, generator) for _ in range(n)], minlength=300)
     assert counts[expected == 0].sum() == 0  # never a filtered-out token
-    assert (counts / n - expected).abs().max() < 0.015
-    rows = torch.stack([logits, logits.flip(0)])  # the batched sampler: each row its own distribution
-    drawn = torch.cat([sample_rows(rows, sampling, generator) for _ in range(n // 4)], dim=1)
-    for row, want in zip(drawn, (expected, expected.flip(0)), strict=True):
-        got = torch.bincount(row, minlength=300) / row.numel()
-        assert got[want == 0].sum() == 0 and (got - want).abs().max() < 0.03
+    assert np.abs(counts / n - expected).max() < 0.015
+    rows = np.stack([logits, logits[::-1]])  # the batched sampler: each row its own distribution
+    drawn = np.stack([sample_rows(rows, sampling, generator) for _ in range(n // 4)], axis=1)
+    assert drawn.shape == (2, n // 4)
+    for row, want in zip(drawn, (expected, expected[::-1]), strict=True):
+        got = np.bincount(row, minlength=300) / row.size
+        assert got[want == 0].sum() == 0 and np.abs(got - want).max() < 0.03
 
 
 def test_filter_logits_top_k_and_top_p():
-    logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
+    logits = np.array([4.0, 3.0, 2.0, 1.0, 0.0], dtype=np.float32)
     kept = filter_logits(logits, Sampling(temperature=1.0, top_k=2, top_p=1.0))
-    assert torch.isfinite(kept).tolist() == [True, True, False, False, False]
-    probs = logits.softmax(-1)  # 0.636, 0.234, 0.086, ...
+    assert np.isfinite(kept).tolist() == [True, True, False, False, False]
+    probs = torch.from_numpy(logits).softmax(-1)  # 0.636, 0.234, 0.086, ...
     kept = filter_logits(logits, Sampling(temperature=1.0, top_k=0, top_p=0.8))
-    assert torch.isfinite(kept).tolist() == [True, True, False, False, False]
+    assert np.isfinite(kept).tolist() == [True, True, False, False, False]
     assert probs[:1].sum() < 0.8 <= probs[:2].sum()
     with pytest.raises(ValueError):
         Sampling(temperature=0)
@@ -187,12 +190,10 @@ def test_filter_logits_top_k_and_top_p():
 
 
 def test_engine_is_seeded_and_slides_past_the_token_limit():
-    model = small()
-    engine = Engine(model)
+    engine = Engine(inference_of(small()))
 
     def run(seed):
-        g = torch.Generator().manual_seed(seed)
-        return list(engine.stream([1, 2, 3, 4], 4, Sampling(1.0, 0, 1.0), g, max_new_tokens=60))
+        return list(engine.stream([1, 2, 3, 4], 4, Sampling(1.0, 0, 1.0), new_generator(seed), max_new_tokens=60))
 
     first = run(3)
     assert len(first) == 60  # 64 tokens in a 24-token context: the window slid
@@ -201,15 +202,17 @@ def test_engine_is_seeded_and_slides_past_the_token_limit():
 
 
 def test_engine_matches_recomputing_the_window_at_each_step():
-    """With temperature near 0 (greedy), cached decoding equals a naive full forward per step."""
+    """With temperature near 0 (greedy), cached decoding on the numpy network equals a naive full
+    forward of the PyTorch model per step."""
     model = small()
     prompt, pinned = [5, 6, 7], 3
-    g = torch.Generator().manual_seed(0)
-    cached = list(Engine(model).stream(prompt, pinned, Sampling(1e-6, 1, 1.0), g, max_new_tokens=15))
+    cached = list(Engine(inference_of(model)).stream(prompt, pinned, Sampling(1e-6, 1, 1.0), new_generator(0),
+                                                     max_new_tokens=15))
     tokens = list(prompt)
-    for _ in range(15):
-        logits, _, _ = model(torch.tensor([tokens]))
-        tokens.append(int(logits[0, -1].argmax()))
+    with torch.no_grad():
+        for _ in range(15):
+            logits, _, _ = model(torch.tensor([tokens]))
+            tokens.append(int(logits[0, -1].argmax()))
     assert cached == tokens[3:]
 
 

@@ -2,8 +2,8 @@ import gzip
 import json
 import random
 
+import numpy as np
 import pytest
-import torch
 from conftest import ganjoor_record, hafez_ghazals
 
 from persian_poetry.assets import METRE_CLASSIFIER_DIR, POET_CLASSIFIER_DIR
@@ -11,7 +11,8 @@ from persian_poetry.cli import main
 from persian_poetry.data.corpus import OFFERED_POETS, split_of
 from persian_poetry.errors import ModelLoadError, PoetryError
 from persian_poetry.judges.poet import IGNORED, classify_poet, load_poet_classifier, poem_log_probs
-from persian_poetry.prosody.classifier import load_classifier
+from persian_poetry.prosody.classifier import load_torch_classifier
+from persian_poetry.prosody.classifier_inference import load_classifier
 
 
 def ids_in(split: str, count: int, taken: set[int]) -> list[int]:
@@ -94,7 +95,11 @@ def test_poet_classifier_learns_separable_toy_poets_saves_loads_and_names_them(
     assert marked != verse and classify_poet(marked, classifier)[2] == pytest.approx(all_probs, abs=1e-6)
     # One hemistich's verdict is its own distribution; the poem's is the renormalized mean of the logs.
     hemi_logs, poem = poem_log_probs(classifier, verse[:2], [0, 0])
-    assert torch.allclose(poem[0], hemi_logs.mean(0).log_softmax(-1), atol=1e-6)
+    mean = hemi_logs.mean(0)
+    assert np.allclose(poem[0], mean - np.log(np.exp(mean).sum()), atol=1e-6)
+    # Training's evaluation judges with the PyTorch network; it gives the verdict of the numpy one.
+    _, poem_torch = poem_log_probs(load_torch_classifier(out), verse[:2], [0, 0])
+    assert np.allclose(poem_torch, poem, atol=1e-5)
 
     with pytest.raises(PoetryError, match="no Persian verse"):
         classify_poet(["hello", ""], classifier)
@@ -102,6 +107,7 @@ def test_poet_classifier_learns_separable_toy_poets_saves_loads_and_names_them(
 
 def test_poet_and_metre_classifiers_are_told_apart():
     assert load_classifier(METRE_CLASSIFIER_DIR).config.task == "metre"  # old config, no task field
+    assert load_torch_classifier(METRE_CLASSIFIER_DIR).config.task == "metre"
     with pytest.raises(ModelLoadError, match="not a poet classifier"):
         load_poet_classifier(METRE_CLASSIFIER_DIR)
 

@@ -3,6 +3,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ganjoor_record
@@ -14,10 +15,11 @@ from persian_poetry.prosody.classifier import (
     ClassifierConfig,
     MetreClassifier,
     encode_hemistichs,
-    load_classifier,
+    load_torch_classifier,
     save_classifier,
     train_classifier,
 )
+from persian_poetry.prosody.classifier_inference import load_classifier
 from persian_poetry.prosody.evaluate import evaluate_prosody
 from persian_poetry.prosody.scan import scan
 
@@ -41,8 +43,8 @@ def test_scan_of_nothing_is_empty():
 
 
 def test_rule_based_scanning_imports_no_torch():
-    """The scanner and the combined-scan module load torch only when the classifier is used
-    (`scan.default_classifier`): a fresh interpreter scans a couplet with torch never imported."""
+    """The scanner and the combined-scan module import no torch (nor does the classifier `scan` uses:
+    tests/test_classifier_inference.py): a fresh interpreter scans a couplet with torch never imported."""
     code = ("import sys; from persian_poetry.prosody.scansion import scan_poem; "
             "from persian_poetry.prosody import scan as s; "
             f"r = scan_poem({HAFEZ[:2]!r}); print(r.metre_id); print('torch' in sys.modules)")
@@ -59,12 +61,14 @@ def test_classifier_probabilities_and_safe_save_load(tmp_path):
     assert probs.shape == (6, 3) and torch.allclose(probs.sum(1), torch.ones(6), atol=1e-5)
     assert encode_hemistichs(["ab"]).tolist() == [[1]]  # nothing Persian: one unknown token
     save_classifier(model, tmp_path)
-    again = load_classifier(tmp_path)
+    again = load_torch_classifier(tmp_path)
     assert torch.allclose(again.probabilities(HAFEZ), probs[:4])
+    assert np.allclose(load_classifier(tmp_path).probabilities(HAFEZ + ["", "x"]), probs.numpy(), atol=1e-5)
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8])
-    with pytest.raises(ModelLoadError, match="sha256"):
-        load_classifier(tmp_path)
+    for loader in (load_torch_classifier, load_classifier):
+        with pytest.raises(ModelLoadError, match="sha256"):
+            loader(tmp_path)
 
 
 # Three made-up "metres" whose hemistichs are written with disjoint letters: separable, so a classifier
@@ -109,7 +113,7 @@ def test_metre_classifier_learns_a_separable_toy_set_and_scores_it(toy_metre_cor
     rng = random.Random(99)
     for metre, letters in TOY_METRES.items():
         probs = classifier.probabilities(toy_hemistichs(letters, rng, 10))
-        assert (probs.argmax(1) == classifier.config.labels.index(metre)).float().mean() >= 0.9, metre
+        assert (probs.argmax(1) == classifier.config.labels.index(metre)).mean() >= 0.9, metre
 
     png = tmp_path / "confusion.png"
     result = evaluate_prosody(toy_metre_corpus, split="test", classifier=classifier, confusion_png=png,

@@ -18,7 +18,6 @@ from conftest import FAMOUS_COUPLETS as VERSES
 from conftest import live_url, untrained_poetry, wait_until
 
 from persian_poetry.data.corpus import OFFERED_POETS
-from persian_poetry.gpt import model as model_module
 from persian_poetry.prosody import scansion
 from persian_poetry.prosody.scan import scan
 from persian_poetry.serve import app as server_module
@@ -95,38 +94,10 @@ def test_threads_writing_with_one_model_agree_with_one_thread():
             barrier.wait(60)  # the first four start at the same moment
         return write(request)
 
-    with ThreadPoolExecutor(4, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(write_together, requests))
     reset_shared_caches()
     assert together == [write(r) for r in requests]
-
-
-def test_the_decode_cache_is_built_once_by_threads_that_ask_at_once(monkeypatch):
-    model = untrained_poetry().model
-    assert model._decode_cache is None
-    built = []
-    real = model_module._DecodeWeights
-
-    class Slow(real):  # a slow build widens the window in which a second thread could start another
-        def __init__(self, *args):
-            built.append(threading.get_ident())
-            threading.Event().wait(0.05)
-            super().__init__(*args)
-
-    monkeypatch.setattr(model_module, "_DecodeWeights", Slow)
-    barrier = threading.Barrier(8)
-
-    def ask():
-        barrier.wait(60)
-        return model._decode_weights()
-
-    with ThreadPoolExecutor(8) as pool:
-        caches = list(pool.map(lambda _: ask(), range(8)))
-    assert len(built) == 1 and all(c is caches[0] for c in caches) and model._decode_cache is caches[0]
-    # Changed weights are still seen: a new cache, built once more.
-    with torch.no_grad():
-        model.lm_head.weight.mul_(1.0)
-    assert model._decode_weights() is not caches[0] and len(built) == 2
 
 
 def test_the_scanners_memos_stay_whole_while_another_thread_empties_them():

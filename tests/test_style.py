@@ -3,10 +3,10 @@
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
-import torch
 from conftest import untrained_poetry
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from persian_poetry.data.corpus import read_jsonl
 from persian_poetry.errors import ModelLoadError, PoetryError
@@ -24,22 +24,23 @@ from persian_poetry.writing.style import (
 
 
 def test_the_bias_is_a_smoothed_clipped_log_ratio():
-    counts = torch.tensor([[900, 100, 0, 0, 0, 1],
-                           [100, 900, 0, 1000, 0, 0]])
+    counts = np.array([[900, 100, 0, 0, 0, 1],
+                       [100, 900, 0, 1000, 0, 0]])
     bias = style_bias(counts, prior_tokens=10.0)
     assert bias.shape == (2, 6)
     assert bias[0, 0] > 0 > bias[0, 1]  # poet 0 prefers token 0, poet 1 token 1
     assert bias[1, 1] > 0 > bias[1, 0]
     assert bias[0, 4] == 0 and bias[1, 4] == 0  # no poet uses token 4: no opinion
     assert bias[0, 3] == -MAX_BIAS  # poet 1's favourite, never in poet 0: clipped, not -inf
-    assert bool(bias.isfinite().all()) and float(bias.abs().max()) <= MAX_BIAS
+    assert bias.dtype == np.float32
+    assert bool(np.isfinite(bias).all()) and float(np.abs(bias).max()) <= MAX_BIAS
     # The prior pulls a poet towards the common distribution: the more pseudo-tokens, the less bias.
-    assert style_bias(counts, prior_tokens=1e6).abs().max() < 0.01 < bias.abs().max()
+    assert np.abs(style_bias(counts, prior_tokens=1e6)).max() < 0.01 < np.abs(bias).max()
 
 
 def test_only_word_initial_tokens_carry_a_bias(tiny_model_dir):
-    counts = torch.tensor([[900, 100, 5], [100, 900, 5]])
-    bias = style_bias(counts, prior_tokens=10.0, word_initial=torch.tensor([True, False, True]))
+    counts = np.array([[900, 100, 5], [100, 900, 5]])
+    bias = style_bias(counts, prior_tokens=10.0, word_initial=np.array([True, False, True]))
     assert bias[0, 0] > 0 and bias[1, 0] < 0 and bool((bias[:, 1] == 0).all())
     shipped = load_model().tokenizer
     initial = word_initial_tokens(shipped)
@@ -52,10 +53,10 @@ def test_only_word_initial_tokens_carry_a_bias(tiny_model_dir):
 
 
 def test_a_used_token_keeps_only_its_negative_bias():
-    bias = torch.tensor([2.0, -1.0, 0.5, -3.0])
-    assert torch.equal(poem_bias(bias, []), bias)
-    assert torch.equal(poem_bias(bias, [0, 1, 0]), torch.tensor([0.0, -1.0, 0.5, -3.0]))
-    assert torch.equal(bias, torch.tensor([2.0, -1.0, 0.5, -3.0]))  # the poet's row is not changed
+    bias = np.array([2.0, -1.0, 0.5, -3.0], dtype=np.float32)
+    assert np.array_equal(poem_bias(bias, []), bias)
+    assert np.array_equal(poem_bias(bias, [0, 1, 0]), np.array([0.0, -1.0, 0.5, -3.0], dtype=np.float32))
+    assert np.array_equal(bias, np.array([2.0, -1.0, 0.5, -3.0], dtype=np.float32))  # the poet's row is not changed
 
 
 def test_build_style_counts_the_train_split_and_load_model_reads_it(tiny_model_dir, corpus_path, tmp_path):
@@ -69,7 +70,7 @@ def test_build_style_counts_the_train_split_and_load_model_reads_it(tiny_model_d
     assert poetry.style.bias.shape == (2, poetry.tokenizer.vocab_size)
     # A character model: one token per character of every train-split hemistich of the poet.
     from safetensors import safe_open
-    with safe_open(path, "pt") as f:
+    with safe_open(path, "np") as f:
         counts = f.get_tensor("counts")
     for row, poet in zip(counts, ("hafez", "saadi")):
         chars = sum(len(h) for p in read_jsonl(corpus_path, [poet]) if p.split == "train" for h in p.hemistichs)
@@ -79,7 +80,7 @@ def test_build_style_counts_the_train_split_and_load_model_reads_it(tiny_model_d
 def test_a_style_file_that_does_not_fit_the_model_is_refused(tiny_model_dir, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
-    save_file({"bias": torch.zeros(2, 7)}, str(model_dir / STYLE_FILE), metadata={"poets": "hafez,saadi"})
+    save_file({"bias": np.zeros((2, 7), dtype=np.float32)}, str(model_dir / STYLE_FILE), metadata={"poets": "hafez,saadi"})
     with pytest.raises(ModelLoadError, match="does not fit"):
         load_model(model_dir)
     (model_dir / STYLE_FILE).write_bytes(b"not safetensors")
@@ -94,7 +95,6 @@ def _share_of(poem, tokenizer, favoured: set[int]) -> float:
 
 @pytest.fixture(scope="module")
 def shipped_without_style():
-    torch.set_num_threads(1)
     return replace(load_model(), style=None)
 
 
@@ -104,7 +104,7 @@ def test_the_style_prior_steers_sampling_and_strength_zero_is_the_model_alone(sh
     tok = poetry.tokenizer
     # Byte-level pieces: the letter ا is the bytes d8 a7, shown by the tokenizer as "Ø§".
     favoured = {t for t in range(tok.vocab_size) if not tok.is_special(t) and "ا" in tok.decode([t])}
-    bias = torch.zeros(2, tok.vocab_size)
+    bias = np.zeros((2, tok.vocab_size), dtype=np.float32)
     bias[0, sorted(favoured)] = MAX_BIAS
     styled = replace(poetry, style=StylePrior(("hafez", "saadi"), bias))
     request = PoemRequest(poet="hafez", form="masnavi", couplets=2, seed=3, free=free, metre=None if free else 2,
@@ -122,7 +122,7 @@ def test_a_favoured_word_is_not_repeated_line_after_line(shipped_without_style):
     poetry = shipped_without_style
     tok = poetry.tokenizer
     (word,) = tok.encode("ا حافظ")[len(tok.encode("ا")):]  # " حافظ", one token after a word
-    bias = torch.zeros(1, tok.vocab_size)
+    bias = np.zeros((1, tok.vocab_size), dtype=np.float32)
     bias[0, word] = MAX_BIAS
     styled = replace(poetry, style=StylePrior(("hafez",), bias))
     poem = write_poem(styled, PoemRequest(poet="hafez", form="ghazal", couplets=4, seed=11, free=True, style=2.0))

@@ -1,9 +1,10 @@
 """`persian-poetry`: the command line, a thin layer over the library.
 
-Each command imports what it needs when it runs: importing torch takes 2-3 s on our 2-core
-machine, and `persian-poetry --help` or `scan` must not pay for it. The parser itself reads its
-defaults from torch-free modules (`gpt.config`, `writing.request`). Errors the user can fix are one
-line on stderr and exit status 2, never a traceback.
+Each command imports what it needs when it runs. Writing, scanning, explaining and serving run
+on numpy and never import PyTorch (2-3 s to import on our 2-core machine, and not installed by
+`pip install .`); training and evaluation do, and without it they say how to install it. The
+parser itself reads its defaults from torch-free modules (`gpt.config`, `writing.request`). Errors
+the user can fix are one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from .gpt.config import PRESETS, command_line_options
 from .writing.request import MAX_STRENGTH, PoemRequest
 
 DEFAULTS = PoemRequest()
+# The modules of the optional extras (pyproject.toml): what needs them, and the extra to install.
+OPTIONAL_MODULES = {"torch": ("training and evaluation", "train"), "matplotlib": ("drawing figures", "plots"),
+                    "arabic_reshaper": ("drawing Persian in figures", "plots"),
+                    "bidi": ("drawing Persian in figures", "plots")}
 
 
 def _add_sampling(parser) -> None:
@@ -102,8 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
     g.add_argument("--list", action="store_true", help="list the poets and forms the model knows")
-    g.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="int8: dynamic int8 linear layers on the CPU (faster decoding, a different poem)")
 
     _add_train(sub)
     _add_explain(sub)
@@ -228,21 +231,26 @@ def main(argv: list[str] | None = None) -> int:
     except (PoetryError, OSError, ValueError) as err:  # OSError: a missing file, a directory, no permission
         print(f"persian-poetry {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:  # an optional part that `pip install .` leaves out
+        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        what, name = extra
+        print(f"persian-poetry {args.command}: error: {what} needs {err.name}, which is not installed; install "
+              f"it with: pip install 'persian-poetry[{name}]' (or, from a checkout, pip install '.[{name}]')",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 def cmd_generate(args) -> int:
-    import torch
-
     from .writing.bundle import load_model
     from .writing.generate import write_poem
     from .writing.request import FORM_COUPLETS
 
-    # Batch-1 decoding of a small model is fastest on one thread (and does not fight a busy CPU).
-    torch.set_num_threads(1)
-    poetry = load_model(args.model, quantize=args.quantize)
+    poetry = load_model(args.model)
     if args.list:
         print("poets:", ", ".join(poetry.controls.poets))
         print("forms:", ", ".join(f for f in poetry.controls.forms if f in FORM_COUPLETS))
@@ -423,12 +431,11 @@ def cmd_build_style(args) -> int:
 
 
 def cmd_evaluate_generation(args) -> int:
-    import torch
-
+    from .gpt.inference import one_blas_thread
     from .judges.evaluate_generation import evaluate_generation, read_train_text
     from .writing.bundle import load_model
 
-    torch.set_num_threads(1)
+    one_blas_thread()  # for the whole command (see there)
 
     poetry = load_model(args.model)
     train = read_train_text(args.data)
@@ -488,13 +495,12 @@ def cmd_export_hf(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    import torch
-
     from .explain import lesson
+    from .gpt.inference import one_blas_thread
     from .gpt.sampling import Sampling
     from .writing.bundle import load_model
 
-    torch.set_num_threads(1)
+    one_blas_thread()  # for the whole command (see there)
     step, as_json = args.explain_command, args.json
 
     def show(result, text: str) -> None:

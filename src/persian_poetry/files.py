@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and their checksums."""
+"""Files written whole or not at all, their checksums, and where caches live."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Where derived data (encoded corpora, the evaluation's train text) is cached:
+    $PERSIAN_POETRY_CACHE, else ~/.cache/persian-poetry."""
+    return Path(os.environ.get("PERSIAN_POETRY_CACHE") or Path.home() / ".cache" / "persian-poetry")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:

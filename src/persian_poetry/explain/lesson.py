@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import torch
+import numpy as np
 
 from ..data.tokenizer import CharTokenizer
 from ..errors import PoetryError
-from ..gpt.engine import Decoder, filter_logits, sample
-from ..gpt.model import sinusoidal_table
+from ..gpt.engine import Decoder, filter_logits, new_generator, sample, softmax
+from ..gpt.positions import sinusoidal_table
 from ..gpt.sampling import Sampling
 from ..writing.bundle import PoetryModel
 from ..writing.generate import header_ids, validate_request
@@ -117,7 +117,7 @@ def _check_size(name: str, value: int, limit: int) -> None:
 
 def positional_table(positions: int, dim: int) -> list[list[float]]:
     """The sinusoidal table PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same angle),
-    exactly `model.sinusoidal_table`, before the 1/sqrt(d) scale the model applies when adding it.
+    exactly `gpt.positions.sinusoidal_table`, before the 1/sqrt(d) scale the model applies when adding it.
     Each side is bounded (4,096) so that a request cannot ask for unbounded memory."""
     _check_size("positions", positions, 4096)
     _check_size("dim", dim, 4096)
@@ -248,21 +248,21 @@ def attention_example(scaled: bool = False, causal: bool = False) -> AttentionEx
     a GPT does both: it divides by sqrt(d_k) so the softmax does not saturate as d_k grows, and it
     masks the future so that training on every position at once cannot peek at the answer."""
     n = len(SEED_WORDS)
-    mask = torch.ones(n, n, dtype=torch.bool).tril() if causal else torch.ones(n, n, dtype=torch.bool)
+    mask = np.tril(np.ones((n, n), dtype=bool)) if causal else np.ones((n, n), dtype=bool)
     heads, outputs = [], []
     for number, tables in enumerate(SEED_HEADS, start=1):
-        q, k, v = (torch.tensor(tables[name], dtype=torch.float64) for name in ("q", "k", "v"))
+        q, k, v = (np.array(tables[name], dtype=np.float64) for name in ("q", "k", "v"))
         scores = q @ k.T
         if scaled:
-            scores = scores / math.sqrt(q.size(-1))
-        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            scores = scores / math.sqrt(q.shape[-1])
+        weights = softmax(np.where(mask, scores, -np.inf))
         out = weights @ v
         outputs.append(out)
         shown = [[s if keep else None for s, keep in zip(row, keeps, strict=True)]
                  for row, keeps in zip(scores.tolist(), mask.tolist(), strict=True)]
         heads.append(HeadResult(number, shown, weights.tolist(), out.tolist()))
     return AttentionExample(list(SEED_WORDS), scaled, causal, len(SEED_HEADS[0]["q"][0]), heads,
-                            torch.cat(outputs, dim=-1).tolist())
+                            np.concatenate(outputs, axis=-1).tolist())
 
 
 def attention_lesson() -> list[AttentionExample]:
@@ -310,14 +310,11 @@ def encode_within_limit(poetry: PoetryModel, text: str) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
 def attention_trace(poetry: PoetryModel, text: str) -> AttentionTrace:
     """Run the model on `text` once and return the attention weights of every layer and head."""
     ids = encode_within_limit(poetry, text)
-    poetry.model.eval()
-    idx = torch.tensor([ids], device=poetry.device)
-    _, _, weights = poetry.model(idx, return_weights=True)  # per layer: (1, H, T, T)
-    stacked = torch.stack([w[0] for w in weights]).float().cpu()  # (layers, H, T, T)
+    _, weights = poetry.model.forward(np.array([ids]), return_weights=True)  # per layer: (1, H, T, T)
+    stacked = np.stack([w[0] for w in weights])  # (layers, H, T, T)
     return AttentionTrace([poetry.tokenizer.id_to_token(i) for i in ids], ids, stacked.tolist())
 
 
@@ -368,7 +365,6 @@ class GenerationTrace:
         return "\n".join(lines)
 
 
-@torch.inference_mode()
 def generation_trace(poetry: PoetryModel, poet: str = "hafez", form: str = "ghazal", steps: int = 20,
                      sampling: Sampling | None = None, seed: int = 0, top: int = 5) -> GenerationTrace:
     """Decode `steps` tokens after `<|poem|><|poet:..|><|form:..|>` and record every step.
@@ -384,22 +380,21 @@ def generation_trace(poetry: PoetryModel, poet: str = "hafez", form: str = "ghaz
     _check_size("top", top, 100)
     tok = poetry.tokenizer
     header = header_ids(poetry, request, open_at="metre")  # the model chooses the metre and the rest
-    poetry.model.eval()
     decoder = Decoder(poetry.model, header, len(header))
-    generator = torch.Generator(device=poetry.device).manual_seed(seed)
+    generator = new_generator(seed)
 
-    def candidate(i: int, probs: torch.Tensor, raw: torch.Tensor) -> Candidate:
+    def candidate(i: int, probs: np.ndarray, raw: np.ndarray) -> Candidate:
         return Candidate(i, tok.id_to_token(i), float(probs[i]), float(raw[i]))
 
     trace = GenerationTrace([tok.id_to_token(i) for i in header], asdict(sampling), seed)
     shifted = False
     for step in range(1, steps + 1):
         logits = decoder.logits
-        raw = logits.float().softmax(dim=-1)
-        probs = filter_logits(logits.float(), sampling).softmax(dim=-1)
+        raw = softmax(logits)
+        probs = softmax(filter_logits(logits, sampling))
         token = sample(logits, sampling, generator)
-        best = torch.topk(probs, min(top, probs.numel()))
-        candidates = [candidate(int(i), probs, raw) for p, i in zip(best.values, best.indices, strict=True) if p > 0]
+        best = np.argsort(-probs, kind="stable")[:top]
+        candidates = [candidate(int(i), probs, raw) for i in best if probs[i] > 0]
         context = decoder.cache.length
         trace.steps.append(DecodeStep(step, context, decoder.context, shifted, candidates, candidate(token, probs, raw)))
         decoder.push(token)

@@ -9,30 +9,46 @@ window is full, the engine keeps the pinned header, drops the oldest half of the
 prefills the cache again with header + the most recent tokens: the poem goes on, always knowing
 whose verse in which form and metre it writes, and remembering the last half-context of it.
 Training shows the model exactly such windows (a header re-inserted before mid-poem text).
+
+It runs on the numpy network (`inference.InferenceGPT`) with numpy's random generator: writing a
+poem imports no PyTorch, and a seed gives the same tokens on every run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import torch
+import numpy as np
 
-from .model import GPT, KVCache
+from .inference import InferenceGPT, KVCache
 from .sampling import Sampling
 
 
-def filter_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus) on a (vocab,) or (B, vocab) tensor."""
-    logits = logits / sampling.temperature
-    if sampling.top_k and sampling.top_k < logits.size(-1):
-        kth = torch.topk(logits, sampling.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis (-inf logits get 0)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def new_generator(seed: int) -> np.random.Generator:
+    """The random generator a seed gives (numpy's PCG64): the same draws on every machine and run."""
+    return np.random.default_rng(seed)
+
+
+def filter_logits(logits: np.ndarray, sampling: Sampling) -> np.ndarray:
+    """Temperature, then top-k, then top-p (nucleus) on a (vocab,) or (B, vocab) array."""
+    logits = np.asarray(logits, dtype=np.float32) / np.float32(sampling.temperature)
+    if sampling.top_k and sampling.top_k < logits.shape[-1]:
+        kth = -np.partition(-logits, sampling.top_k - 1, axis=-1)[..., sampling.top_k - 1:sampling.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
     if sampling.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = softmax(np.take_along_axis(logits, order, axis=-1))
         # Drop a token when the tokens ranked above it already cover top_p; always keep the first.
-        drop = (cumulative - sorted_logits.softmax(dim=-1)) >= sampling.top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        drop_sorted = (np.cumsum(probs, axis=-1) - probs) >= sampling.top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = np.where(drop, -np.inf, logits)
     return logits
 
 
@@ -46,7 +62,7 @@ class Decoder:
     the window from the token history.
     """
 
-    def __init__(self, model: GPT, prompt: list[int], pinned: int):
+    def __init__(self, model: InferenceGPT, prompt: list[int], pinned: int):
         if not prompt:
             raise ValueError("the prompt must hold at least one token")
         self.model = model
@@ -58,19 +74,13 @@ class Decoder:
         self.history = list(prompt)
         self._refill(self.history[:pinned] + self.history[pinned:][-(self.context - pinned):])
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.token_embedding.weight.device
-
-    @torch.no_grad()
     def _refill(self, window: list[int]) -> None:
-        self.cache = KVCache(self.model.config, 1, self.device, self.model.token_embedding.weight.dtype)
-        out, _, _ = self.model(torch.tensor([window], device=self.device), cache=self.cache)
+        self.cache = KVCache(self.model.config, 1)
+        out, _ = self.model.forward(np.array([window]), self.cache)
         self.logits = out[0, -1]
         # history length -> the logits after it, for this window only (a slide changes the context)
         self._logits_at = {len(self.history): self.logits}
 
-    @torch.no_grad()
     def push(self, token: int) -> None:
         """Append a token; the logits then predict the one after it."""
         self.history.append(token)
@@ -78,10 +88,9 @@ class Decoder:
             keep = (self.context - self.pinned) // 2
             self._refill(self.history[:self.pinned] + self.history[-keep:])
         else:
-            self.logits = self.model.decode_step(torch.tensor([[token]], device=self.device), self.cache)[0]
+            self.logits = self.model.decode_step([token], self.cache)[0]
             self._logits_at[len(self.history)] = self.logits
 
-    @torch.no_grad()
     def rewind(self, length: int) -> None:
         """Go back to when the history held `length` tokens."""
         drop = len(self.history) - length
@@ -96,8 +105,7 @@ class Decoder:
                 self.logits = self._logits_at[length]
             else:  # not seen in this window
                 self.cache.length -= 1
-                self.logits = self.model.decode_step(torch.tensor([[self.history[-1]]], device=self.device),
-                                                     self.cache)[0]
+                self.logits = self.model.decode_step([self.history[-1]], self.cache)[0]
             for stale in [n for n in self._logits_at if n > length]:
                 del self._logits_at[stale]
         else:
@@ -105,46 +113,49 @@ class Decoder:
             self._refill(self.history[:self.pinned] + tail)
 
 
-def sample_rows(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of (B, vocab) logits, as a (B, 1) tensor: `filter_logits` then a draw,
-    but looking only at each row's top-k. Sorting and drawing over 50 candidates instead of the
-    whole vocabulary was a tenth of a batch-1 decoding step. (Tokens tied with the k-th are not
-    all kept, as filter_logits keeps them.)"""
-    logits = logits.float() / sampling.temperature
-    k = sampling.top_k if 0 < sampling.top_k < logits.size(-1) else logits.size(-1)
-    values, indices = torch.topk(logits, k, dim=-1)  # sorted, highest first
+def sample_rows(logits: np.ndarray, sampling: Sampling, generator: np.random.Generator) -> np.ndarray:
+    """One token per row of (B, vocab) logits, as a (B,) array: `filter_logits` then a draw, but
+    looking only at each row's top-k (sorting and drawing over 50 candidates instead of the whole
+    vocabulary). One uniform number per row is drawn and inverted through the row's cumulative
+    probabilities, so a seed fixes every row. (Tokens tied with the k-th are not all kept, as
+    filter_logits keeps them.)"""
+    logits = np.asarray(logits, dtype=np.float32) / np.float32(sampling.temperature)
+    vocab = logits.shape[-1]
+    k = sampling.top_k if 0 < sampling.top_k < vocab else vocab
+    indices = np.argpartition(-logits, k - 1, axis=-1)[:, :k] if k < vocab else np.tile(np.arange(vocab), (len(logits), 1))
+    values = np.take_along_axis(logits, indices, axis=-1)
+    order = np.argsort(-values, axis=-1, kind="stable")  # highest first, ties by partition order
+    values, indices = np.take_along_axis(values, order, axis=-1), np.take_along_axis(indices, order, axis=-1)
     if sampling.top_p < 1.0:
-        probs = values.softmax(dim=-1)
-        values = values.masked_fill((probs.cumsum(dim=-1) - probs) >= sampling.top_p, float("-inf"))
-    return indices.gather(-1, torch.multinomial(values.softmax(dim=-1), 1, generator=generator))
+        probs = softmax(values)
+        values = np.where((np.cumsum(probs, axis=-1) - probs) >= sampling.top_p, -np.inf, values)
+    cumulative = np.cumsum(softmax(values.astype(np.float64)), axis=-1)
+    u = generator.random(len(logits))[:, None] * cumulative[:, -1:]
+    chosen = np.minimum((cumulative <= u).sum(axis=-1), k - 1)
+    # a token of probability 0 (filtered out) is never chosen: it adds nothing to the cumulative sum
+    return indices[np.arange(len(logits)), chosen]
 
 
-def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+def sample(logits: np.ndarray, sampling: Sampling, generator: np.random.Generator) -> int:
     """One token from a (vocab,) row of logits (see `sample_rows`)."""
-    return int(sample_rows(logits.unsqueeze(0), sampling, generator))
+    return int(sample_rows(np.asarray(logits)[None], sampling, generator)[0])
 
 
 class Engine:
-    def __init__(self, model: GPT):
+    def __init__(self, model: InferenceGPT):
         self.model = model
         self.context = model.config.context_length
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.token_embedding.weight.device
-
     def decoder(self, prompt: list[int], pinned: int) -> Decoder:
-        self.model.eval()
         return Decoder(self.model, prompt, pinned)
 
-    @torch.no_grad()
-    def stream(self, prompt: list[int], pinned: int, sampling: Sampling, generator: torch.Generator,
-               max_new_tokens: int, edit_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    def stream(self, prompt: list[int], pinned: int, sampling: Sampling, generator: np.random.Generator,
+               max_new_tokens: int, edit_logits: Callable[[np.ndarray], np.ndarray] | None = None,
                stop: Callable[[int], bool] | None = None) -> Iterator[int]:
         """Yield up to `max_new_tokens` sampled tokens after `prompt` (stop early when stop(token))."""
         decoder = self.decoder(prompt, pinned)
         for _ in range(max_new_tokens):
-            logits = decoder.logits.float()
+            logits = decoder.logits
             if edit_logits is not None:
                 logits = edit_logits(logits)
             token = sample(logits, sampling, generator)
@@ -153,8 +164,7 @@ class Engine:
                 return
             decoder.push(token)
 
-    @torch.no_grad()
-    def generate_batch(self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator,
+    def generate_batch(self, prompts: list[list[int]], sampling: Sampling, generator: np.random.Generator,
                        max_new_tokens: int) -> list[list[int]]:
         """Sample `max_new_tokens` tokens after each of several prompts at once: one KV cache with a
         row per prompt and one forward pass per step for all rows, so B poems cost far less than B
@@ -173,13 +183,12 @@ class Engine:
             raise ValueError(f"generate_batch needs prompts of equal length, got {sorted({len(p) for p in prompts})}")
         if length + max_new_tokens > self.context:
             raise ValueError(f"{length} prompt + {max_new_tokens} new tokens exceed the context of {self.context}")
-        self.model.eval()
-        cache = KVCache(self.model.config, len(prompts), self.device, self.model.token_embedding.weight.dtype)
-        out, _, _ = self.model(torch.tensor(prompts, device=self.device), cache=cache)
+        cache = KVCache(self.model.config, len(prompts))
+        out, _ = self.model.forward(np.array(prompts), cache)
         logits = out[:, -1]
-        tokens = torch.empty(len(prompts), max_new_tokens, dtype=torch.long, device=self.device)
+        tokens = np.empty((len(prompts), max_new_tokens), dtype=np.int64)
         for step in range(max_new_tokens):
-            tokens[:, step:step + 1] = sample_rows(logits, sampling, generator)
+            tokens[:, step] = sample_rows(logits, sampling, generator)
             if step + 1 < max_new_tokens:  # the last token needs no forward pass
-                logits = self.model.decode_step(tokens[:, step:step + 1], cache)
+                logits = self.model.decode_step(tokens[:, step], cache)
         return tokens.tolist()

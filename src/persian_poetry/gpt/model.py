@@ -13,89 +13,25 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-POSITIONAL_KINDS = ("sinusoidal", "learned", "rotary")
-NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "relu2", "swiglu")
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 512
-    context_length: int = 256  # the token limit: prompt + output never exceed it
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 192
-    dropout: float = 0.0  # on embeddings and on each residual branch
-    # On the attention weights. Kept apart because on a CPU it is costly: with it, attention leaves
-    # the fused kernel for the spelled-out one (0.66 vs 0.45 s a step for the notebook preset).
-    attention_dropout: float = 0.0
-    # "sinusoidal" (the seed's formula, added to the embeddings), "learned" (a trained table, added)
-    # or "rotary" (RoPE: queries and keys turned by an angle that grows with position, so attention
-    # scores depend on how far apart two tokens are, not on where they stand).
-    positional: str = "sinusoidal"
-    bias: bool = False
-    norm: str = "layernorm"  # or "rmsnorm": no mean subtracted, no bias
-    mlp: str = "gelu"  # "relu2": relu(x)^2; "swiglu": silu(gate) * value, 8/3 C wide so the size stays 8 C^2
-    qk_norm: bool = False  # RMS-normalize each head's queries and keys before their dot product
-    tie_embeddings: bool = True  # the output layer reads with the token embedding's matrix
-    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
-
-    def __post_init__(self):
-        for name, value, kinds in (("norm", self.norm, NORM_KINDS), ("mlp", self.mlp, MLP_KINDS)):
-            if value not in kinds:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, kinds))}, not {value!r}")
-        if self.logit_softcap < 0:
-            raise ValueError(f"logit_softcap must be >= 0, not {self.logit_softcap}")
-        if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(f"positional must be one of {', '.join(map(repr, POSITIONAL_KINDS))}, "
-                             f"not {self.positional!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.positional == "rotary" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"rotary positions need an even head size, not {self.n_embd // self.n_head}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def mlp_hidden(self) -> int:
-        if self.mlp == "swiglu":
-            return 16 * round(8 * self.n_embd / 3 / 16)  # two input matrices: 3 C h ~ 8 C^2, as 4 C wide
-        return 4 * self.n_embd
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GPTConfig":
-        # Unknown keys (from a newer version) are ignored; missing keys take today's defaults.
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _position_angles(positions: int, dim: int) -> torch.Tensor:
-    """pos / 10000^(2i/dim) for every position and every i < dim / 2: (positions, ceil(dim / 2)), float64."""
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]
-    return pos / torch.pow(10000.0, torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+from . import positions as positions_module
+from .config import MLP_KINDS, NORM_KINDS, POSITIONAL_KINDS, GPTConfig  # noqa: F401  (re-exported)
 
 
 def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)); (positions, dim)."""
-    angle = _position_angles(positions, dim)
-    table = torch.zeros(positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angle)
-    table[:, 1::2] = torch.cos(angle[:, : dim // 2])
-    return table.float()
+    return torch.from_numpy(positions_module.sinusoidal_table(positions, dim))
 
 
 def rotary_tables(positions: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, each (positions, head_dim / 2), of the sinusoidal table's angles, used to turn
     each pair (x_i, x_{i + D/2}) of a query or key."""
-    angle = _position_angles(positions, head_dim)
-    return torch.cos(angle).float(), torch.sin(angle).float()
+    cos, sin = positions_module.rotary_tables(positions, head_dim)
+    return torch.from_numpy(cos), torch.from_numpy(sin)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -184,7 +120,7 @@ class _DecodeLinear:
         return torch.addmm(self.bias, x, self.weight_t)
 
 
-def _linears(model: "GPT") -> list[nn.Module]:
+def _linears(model: GPT) -> list[nn.Module]:
     """The output layer, then each block's qkv, proj, up and down."""
     return [model.lm_head] + [m for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ff.up, b.ff.down)]
 
@@ -199,7 +135,7 @@ class _DecodeWeights:
     `_DecodeLinear`s and the position table already scaled; `source` identifies the weights
     they were made from."""
 
-    def __init__(self, model: "GPT", source: tuple):
+    def __init__(self, model: GPT, source: tuple):
         self.source = source
         linears = [_DecodeLinear(m) for m in _linears(model)]
         self.lm_head, per_block = linears[0], linears[1:]
@@ -208,7 +144,7 @@ class _DecodeWeights:
         self.positions = positions.detach().clone() if positions is not None else None
 
     @staticmethod
-    def key(model: "GPT") -> tuple:
+    def key(model: GPT) -> tuple:
         modules = _linears(model)
         tensors = [t for m in modules if type(m) is nn.Linear for t in (m.weight, m.bias) if t is not None]
         if model.config.positional == "learned":
@@ -390,7 +326,7 @@ class GPT(nn.Module):
             return None
         return self.rotary_cos[start:start + length], self.rotary_sin[start:start + length]
 
-    def _decode_weights(self) -> "_DecodeWeights":
+    def _decode_weights(self) -> _DecodeWeights:
         # Rebuilt when a weight changed (an optimizer step, load_state_dict, .to(), quantization):
         # checked by module identity and each tensor's storage and in-place version counter.
         # Threads that decode with one model at once (a server's workers) share it: the cache is read

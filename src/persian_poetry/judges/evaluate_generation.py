@@ -22,23 +22,38 @@
   on the real test-split poems: real verse does it too, now and then).
 - Poet: the share of poems the poet classifier attributes to the requested poet.
 - Time per poem (mean, p95) and for the 7-couplet ghazals.
+
+What novelty and the requests are measured against (`read_train_text`) takes minutes to derive
+from the corpus, so it is cached under the project's cache folder, keyed by its inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import random
 import statistics
+import sys
 import time
+import unicodedata
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from ..data.corpus import CLASSICAL_POETS, OFFERED_POETS, read_jsonl
+from .. import text as text_module
+from ..data import corpus as corpus_module
+from ..data.corpus import CLASSICAL_POETS, OFFERED_POETS, Poem, read_jsonl
+from ..files import atomic_write, cache_root, sha256_of
+from ..prosody import rhyme as rhyme_module
 from ..prosody.lexicon import verse_words
 from ..prosody.metres import load_catalogue
 from ..prosody.rhyme import analyze_rhyme, rhyming_positions
+from ..prosody.scan import default_classifier
 from ..prosody.scansion import MetreTracker, scan_hemistich
 from ..text import normalize
 from ..writing.generate import write_poem
@@ -73,12 +88,83 @@ def _window_hashes(text: str) -> np.ndarray:
     return h
 
 
-def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = True) -> TrainText:
+def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = True,
+                    cache_dir: str | Path | None = None, cache: bool = True) -> TrainText:
+    """The train split's hemistichs, text, window hashes and rhymes, and the reference poems, of
+    the poems of `poets` (None: all) in the Ganjoor-schema file `data`.
+
+    Reading and normalizing the whole export takes minutes, so what is derived is cached, in one
+    .npz per input under `cache_dir` (default `files.cache_root()`/train-text; see
+    `train_cache_path` for the key); a second run loads it in seconds. A cache file that cannot
+    be read back whole is rebuilt; one that cannot be written is only warned about."""
+    poets = sorted(set(poets)) if poets is not None else None  # read_jsonl takes them as a set
+    if not cache:
+        return _build_train_text(data, poets, progress)
+    if not Path(data).exists():
+        raise FileNotFoundError(f"corpus file not found: {data}")
+    path, material = _train_cache(data, poets, cache_dir)
+    if path.exists():
+        try:
+            train = _load_train_text(path, material)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+            _say(progress, f"the cached train split {path} is damaged ({type(err).__name__}: {err}); rebuilding it")
+        else:
+            _say(progress, f"train split read from the cache {path}")
+            return train
+    train = _build_train_text(data, poets, progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: _save_train_text(tmp, train, material))
+    except OSError as err:
+        warnings.warn(f"could not cache the train split in {path}: {err}", stacklevel=2)
+    else:
+        _say(progress, f"train split cached in {path}")
+    return train
+
+
+# What the cached train text depends on besides the data file and the poets: bump
+# TRAIN_CACHE_VERSION when what `_build_train_text` keeps, or how, changes. The sources of the
+# modules it reads through (normalization, the Ganjoor reader, the rhyme finder), of its own
+# functions (building, storing, loading) and Unicode's version (NFKC) are part of the key too, so
+# an edit there rebuilds the cache even if nobody bumps the number.
+TRAIN_CACHE_VERSION = 1
+
+
+def train_cache_path(data: str | Path, poets=CLASSICAL_POETS, cache_dir: str | Path | None = None) -> Path:
+    """The cache file of `read_train_text(data, poets)`: <cache_dir>/<key>.npz, the key a hash of
+    the data file's bytes (sha256, as the training cache has it), the poets (as a set), the
+    derivation's version and code, WINDOW, REFERENCE_POEMS and FORMS."""
+    return _train_cache(data, sorted(set(poets)) if poets is not None else None, cache_dir)[0]
+
+
+def _train_cache(data, poets: list[str] | None, cache_dir) -> tuple[Path, str]:
+    code = hashlib.sha256()
+    for module in (text_module, corpus_module, rhyme_module):
+        code.update(Path(module.__file__).read_bytes())
+    for function in (_build_train_text, _sorted_unique, _window_hashes, _save_train_text, _load_train_text):
+        try:
+            code.update(inspect.getsource(function).encode())
+        except (OSError, TypeError):  # no source shipped: the byte code stands in for it
+            code.update(function.__code__.co_code)
+    material = json.dumps({"version": TRAIN_CACHE_VERSION, "data": sha256_of(data), "poets": poets,
+                           "window": WINDOW, "reference_poems": REFERENCE_POEMS, "forms": list(FORMS),
+                           "code": code.hexdigest(), "unicode": unicodedata.unidata_version}, sort_keys=True)
+    key = hashlib.sha256(material.encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "train-text"
+    return folder / f"{key}.npz", material
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _build_train_text(data: str | Path, poets: list[str] | None, progress: bool) -> TrainText:
     hemistichs: set[str] = set()
     parts: list[str] = []
     rhymes: dict[tuple[str, int], list[tuple[str, tuple[str, ...]]]] = {}
     reference = []
-    for poem in tqdm(read_jsonl(data, list(poets)), desc="reading the train split", unit=" poems",
+    for poem in tqdm(read_jsonl(data, poets), desc="reading the train split", unit=" poems",
                      disable=not progress, mininterval=2):
         if poem.split == "test" and poem.metre is not None and poem.form in FORMS and len(reference) < REFERENCE_POEMS:
             reference.append(poem)
@@ -91,7 +177,52 @@ def read_train_text(data: str | Path, poets=CLASSICAL_POETS, progress: bool = Tr
             if found.found and not found.broken:
                 rhymes.setdefault((poem.form, poem.metre), []).append((found.qafiya, found.radif))
     text = "\n".join(parts)
-    hashes = np.unique(_window_hashes(text))
+    return TrainText(hemistichs, text, _sorted_unique(_window_hashes(text)), rhymes, reference)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique(values), by a sort and a mask: numpy 2.4's np.unique took 210 s on the 52 M
+    window hashes of the classical train split, where sorting takes seconds."""
+    values = np.sort(values)
+    keep = np.ones(len(values), dtype=bool)
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+# The cache file: an uncompressed .npz (a zip, whose CRC-32s catch a damaged member as it is read)
+# of plain arrays, read back with allow_pickle=False: the text as UTF-8 bytes, the sorted window
+# hashes, and the rhymes, the reference poems and the key's material as UTF-8 JSON. The
+# hemistichs are not stored: they are the text's lines (a normalized hemistich holds no newline
+# and is never empty).
+def _utf8(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _json_bytes(value) -> np.ndarray:
+    return _utf8(json.dumps(value, ensure_ascii=False))
+
+
+def _save_train_text(tmp: str, train: TrainText, material: str) -> None:
+    rhymes = [[form, metre, [[qafiya, list(radif)] for qafiya, radif in found]]
+              for (form, metre), found in train.rhymes.items()]
+    with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, key=_utf8(material), text=_utf8(train.text),
+                 hashes=train.hashes, rhymes=_json_bytes(rhymes),
+                 reference=_json_bytes([asdict(poem) for poem in train.reference]))
+
+
+def _load_train_text(path: Path, material: str) -> TrainText:
+    with np.load(path, allow_pickle=False) as stored:
+        if bytes(stored["key"]).decode("utf-8") != material:
+            raise ValueError("written for other inputs")
+        hashes = stored["hashes"]
+        if hashes.dtype != np.uint64 or hashes.ndim != 1:
+            raise ValueError(f"hashes of dtype {hashes.dtype} and shape {hashes.shape}")
+        text = bytes(stored["text"]).decode("utf-8")
+        rhymes = {(form, int(metre)): [(qafiya, tuple(radif)) for qafiya, radif in found]
+                  for form, metre, found in json.loads(bytes(stored["rhymes"]).decode("utf-8"))}
+        reference = [Poem(**poem) for poem in json.loads(bytes(stored["reference"]).decode("utf-8"))]
+    hemistichs = set(text.split("\n")) if text else set()
     return TrainText(hemistichs, text, hashes, rhymes, reference)
 
 
@@ -153,6 +284,7 @@ class PoemScore:
     seconds: float
     metre_ok: int = 0
     metre_top: int = 0
+    metre_classifier: int = 0  # hemistichs whose metre the learned classifier alone names as requested
     hemistichs: int = 0
     rhyme_ok: int = 0
     rhyme_positions: int = 0
@@ -175,6 +307,7 @@ def score_poem(request: PoemRequest, couplets: list[tuple[str, str]], seconds: f
     score.hemistichs = len(hemistichs)
     score.metre_ok = sum(tracker.complete(h) for h in hemistichs)
     score.metre_top = sum(scan_hemistich(h, align=False).metre_id == request.metre for h in hemistichs)
+    score.metre_classifier = sum(m == request.metre for m in classifier_metres(hemistichs))
     spec = RhymeSpec(request.rhyme, tuple(verse_words(request.radif)) if request.radif else ())
     if request.form == "masnavi":
         positions = [0, 1] if len(hemistichs) >= 2 else []
@@ -237,17 +370,30 @@ def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = Fal
     return report
 
 
+def classifier_metres(hemistichs: list[str]) -> list[int | None]:
+    """The learned metre classifier's top metre for each hemistich, alone: a judge the decoding never
+    consults (it steers by the rule-based scanner), so salad that the scanner lets through is not
+    praised by it for that reason. None for each where the package ships no classifier."""
+    classifier = default_classifier()
+    if classifier is None or not hemistichs:
+        return [None] * len(hemistichs)
+    labels = list(classifier.config.labels)
+    return [labels[i] for i in np.asarray(classifier.probabilities(hemistichs)).argmax(axis=1)]
+
+
 def judge_real_poems(poems: list) -> dict:
     """What the metre judges say of real test-split poems, under their Ganjoor metre label."""
-    hemistichs = ok = top = repeats = 0
+    hemistichs = ok = top = learned = repeats = 0
     for poem in poems:
         tracker = MetreTracker(poem.metre, max_cost=MAX_READING_COST)
         hemistichs += len(poem.hemistichs)
         repeats += sum(map(repeats_a_word, poem.hemistichs))
         ok += sum(tracker.complete(h) for h in poem.hemistichs)
         top += sum(scan_hemistich(h, align=False).metre_id == poem.metre for h in poem.hemistichs)
+        learned += sum(m == poem.metre for m in classifier_metres(poem.hemistichs))
     return {"poems": len(poems), "hemistichs": hemistichs,
             "metre_share": round(ok / max(1, hemistichs), 4), "metre_top_share": round(top / max(1, hemistichs), 4),
+            "metre_classifier_share": round(learned / max(1, hemistichs), 4),
             "repeat_share": round(repeats / max(1, hemistichs), 4)}
 
 
@@ -263,6 +409,7 @@ def summarize(scores: list[PoemScore], free: bool, metres: list[int]) -> dict:
         "hemistichs": hemistichs,
         "metre_share": round(sum(s.metre_ok for s in scores) / hemistichs, 4),
         "metre_top_share": round(sum(s.metre_top for s in scores) / hemistichs, 4),
+        "metre_classifier_share": round(sum(s.metre_classifier for s in scores) / hemistichs, 4),
         "rhyme_share": round(sum(s.rhyme_ok for s in scores) / max(1, sum(s.rhyme_positions for s in scores)), 4),
         "form_share": round(sum(s.form_ok for s in scores) / len(scores), 4),
         "verbatim_share": round(sum(s.verbatim for s in scores) / hemistichs, 4),

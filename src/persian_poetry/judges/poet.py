@@ -11,20 +11,27 @@ by default, and in Ganjoor both are mostly the editors' choice, not the poet's.
 A poem's verdict pools its hemistichs: the mean of their log-probabilities (each hemistich a
 vote, a confident one louder), renormalized over the ten poets. Issue 5 uses it to check that a
 generated poem reads like the poet who was asked for.
+
+Judging (`load_poet_classifier`, `classify_poet`) runs the network in numpy
+(`prosody/classifier_inference.py`) and imports no torch; training and its evaluation do.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from ..assets import POET_CLASSIFIER_DIR
 from ..data.corpus import OFFERED_POETS, read_jsonl
 from ..errors import ModelLoadError, PoetryError
-from ..prosody.classifier import ClassifierConfig, MetreClassifier, fit_classifier, load_classifier, save_classifier
+from ..prosody.classifier_inference import Classifier, ClassifierConfig, load_classifier
 from ..text import DIACRITICS, PERSIAN_LETTERS, PUNCTUATION, normalize
+
+if TYPE_CHECKING:
+    from ..prosody.classifier import MetreClassifier
 
 # Ignored in the input: short vowels, tanvin, tashdid, sukun, dagger alef and punctuation. The
 # hamza of the ezafe (U+0654) stays: it is part of the spelling, and generation keeps it too.
@@ -49,16 +56,19 @@ def poet_hemistichs(data: str | Path, splits: tuple[str, ...] = ("train", "val",
     return out
 
 
-def poem_log_probs(classifier: MetreClassifier, texts: list[str],
-                   poem_of: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hemistich log-probabilities (N, P), poem scores (poems, P)): each poem's mean hemistich
-    log-probability, renormalized (a log-distribution over the poets)."""
-    log_probs = classifier.probabilities(texts).clamp(min=1e-9).log()
-    poems = torch.tensor(poem_of, dtype=torch.long)
+def poem_log_probs(classifier: Classifier | MetreClassifier, texts: list[str],
+                   poem_of: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(hemistich log-probabilities (N, P), poem scores (poems, P)), as numpy arrays: each poem's
+    mean hemistich log-probability, renormalized (a log-distribution over the poets). `classifier`:
+    the numpy `Classifier` or the PyTorch `MetreClassifier` (training's evaluation)."""
+    log_probs = np.log(np.maximum(np.asarray(classifier.probabilities(texts), dtype=np.float32), 1e-9))
+    poems = np.asarray(poem_of, dtype=np.int64)
     n_poems = int(poems.max()) + 1 if len(poem_of) else 0
-    sums = torch.zeros(n_poems, log_probs.size(1)).index_add_(0, poems, log_probs)
-    counts = torch.zeros(n_poems).index_add_(0, poems, torch.ones(len(poem_of))).clamp(min=1)
-    return log_probs, (sums / counts.unsqueeze(1)).log_softmax(-1)
+    sums = np.zeros((n_poems, log_probs.shape[1]), dtype=np.float32)
+    np.add.at(sums, poems, log_probs)
+    means = sums / np.maximum(np.bincount(poems, minlength=n_poems), 1)[:, None].astype(np.float32)
+    shifted = means - means.max(1, keepdims=True)
+    return log_probs, shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
 def evaluate_poet_classifier(classifier: MetreClassifier, texts: list[str], poets: list[str],
@@ -66,12 +76,14 @@ def evaluate_poet_classifier(classifier: MetreClassifier, texts: list[str], poet
     """Poem- and hemistich-level accuracy against the true poets, overall, as the mean over poets,
     and per poet (with the poet most often predicted instead); plus two other poolings of a poem's
     hemistichs for comparison (the mean probability, a majority vote)."""
+    import torch
+
     if not texts:
         raise PoetryError(f"no poems of the offered poets in the {split} split")
     labels = list(classifier.config.labels)
     index = {p: i for i, p in enumerate(labels)}
     gold = torch.tensor([index[p] for p in poets])
-    log_probs, poem_scores = poem_log_probs(classifier, texts, poem_of)
+    log_probs, poem_scores = map(torch.from_numpy, poem_log_probs(classifier, texts, poem_of))
     poems = torch.tensor(poem_of)
     poem_gold = torch.zeros(poem_scores.size(0), dtype=torch.long)
     poem_gold[poems] = gold
@@ -112,6 +124,8 @@ def train_poet_classifier(data: str | Path, out_dir: str | Path, time_budget: fl
     The defaults were chosen on the val split in 200-second runs on one CPU thread: a GRU half the
     metre classifier's width and batches of 64 give more steps in the time, and the bag of words
     (zero-initialised, 10x the learning rate) lifted val poem accuracy from 53% to 79%."""
+    from ..prosody.classifier import fit_classifier, save_classifier
+
     splits = poet_hemistichs(data)
     texts, poets, _ = splits["train"]
     present = [p for p in OFFERED_POETS if p in set(poets)]
@@ -130,8 +144,8 @@ def train_poet_classifier(data: str | Path, out_dir: str | Path, time_budget: fl
     return report
 
 
-def load_poet_classifier(directory: str | Path | None = None) -> MetreClassifier:
-    """The poet classifier in `directory` (default: the shipped one)."""
+def load_poet_classifier(directory: str | Path | None = None) -> Classifier:
+    """The poet classifier in `directory` (default: the shipped one), for inference (numpy, no torch)."""
 
     model = load_classifier(directory if directory is not None else POET_CLASSIFIER_DIR)
     if model.config.task != "poet":
@@ -140,11 +154,11 @@ def load_poet_classifier(directory: str | Path | None = None) -> MetreClassifier
 
 
 @lru_cache(maxsize=1)
-def _default_poet_classifier() -> MetreClassifier:
+def _default_poet_classifier() -> Classifier:
     return load_poet_classifier()
 
 
-def classify_poet(hemistichs: list[str], classifier: MetreClassifier | None = None
+def classify_poet(hemistichs: list[str], classifier: Classifier | MetreClassifier | None = None
                   ) -> tuple[str, float, dict[str, float]]:
     """(poet, probability, {poet: probability}) for a poem given as its hemistichs: the poet whose
     mean hemistich log-probability is highest, and the renormalized distribution over all poets."""
@@ -154,7 +168,7 @@ def classify_poet(hemistichs: list[str], classifier: MetreClassifier | None = No
         raise PoetryError("no Persian verse to classify")
     classifier = classifier if classifier is not None else _default_poet_classifier()
     _, scores = poem_log_probs(classifier, texts, [0] * len(texts))
-    probs = scores[0].exp().tolist()
+    probs = np.exp(scores[0]).tolist()
     all_probs = dict(zip(classifier.config.labels, probs, strict=True))
     best = max(all_probs, key=all_probs.get)
     return best, all_probs[best], all_probs

@@ -10,78 +10,40 @@ The same network with poet slugs as labels (`task="poet"`) is the poet classifie
 in their sounds, and a character GRU needs long training to learn words, so the poet classifier
 adds a bag of hashed words and word pairs (`words` buckets) beside the GRU: fastText's trick,
 cheap on a CPU. The metre classifier has none (`words=0`).
+
+This module is the PyTorch network and its training. Inference needs no torch: `classifier_inference.py`
+computes the same network in numpy from the same files and holds what both share (the config, the
+text encoding, the checked reading of a saved classifier); `scan` and `classify_poet` use it.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
-import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm import tqdm
 
 from ..assets import METRE_CLASSIFIER_DIR
 from ..data.corpus import read_jsonl
-from ..errors import ModelLoadError
 from ..files import atomic_write, sha256_of
-from ..text import ALPHABET, normalize
+from .classifier_inference import (
+    CHARS,
+    PAD,
+    ClassifierConfig,
+    checked_classifier_files,
+    clean_hemistichs,
+    encode_hemistichs,
+    encode_words,
+)
 from .metres import load_catalogue
-
-CHARS = sorted(ALPHABET)
-PAD, UNK = 0, 1
-_STOI = {ch: i + 2 for i, ch in enumerate(CHARS)}
-MAX_CHARS = 72
-
-
-@dataclass
-class ClassifierConfig:
-    labels: list[int] | list[str]  # in output order: Ganjoor metre ids (task "metre") or poet slugs ("poet")
-    embedding: int = 48
-    hidden: int = 128
-    max_chars: int = MAX_CHARS
-    task: str = "metre"
-    drop: str = ""  # characters ignored in the input (the poet task ignores vowel marks and punctuation)
-    words: int = 0  # hash buckets of the bag of words and word pairs beside the GRU; 0: no bag
-
-
-def clean_hemistichs(texts: list[str], drop: str = "") -> list[str]:
-    """Normalized hemistichs less the characters in `drop` (single spaces kept)."""
-    table = str.maketrans("", "", drop)
-    return [" ".join(normalize(t).translate(table).split()) for t in texts]
-
-
-def _padded(rows: list[list[int]]) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = torch.tensor(row)
-    return out
-
-
-def encode_hemistichs(texts: list[str], max_chars: int = MAX_CHARS, drop: str = "") -> torch.Tensor:
-    """(N, T) char ids of normalized hemistichs (less the characters in `drop`), right-padded with
-    PAD; T = longest, capped."""
-    return _padded([[_STOI.get(ch, UNK) for ch in t][:max_chars] or [UNK] for t in clean_hemistichs(texts, drop)])
-
-
-def encode_words(texts: list[str], buckets: int, drop: str = "") -> torch.Tensor:
-    """(N, W) hash buckets (1..buckets; 0 pads) of each hemistich's words and adjacent word pairs.
-    crc32, not Python's hash(), which changes from one process to the next."""
-    rows = []
-    for text in clean_hemistichs(texts, drop):
-        words = text.split()
-        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
-        rows.append([zlib.crc32(f.encode()) % buckets + 1 for f in features] or [PAD])
-    return _padded(rows)
 
 
 class MetreClassifier(nn.Module):
@@ -98,8 +60,8 @@ class MetreClassifier(nn.Module):
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
         """The inputs of `forward` for these hemistichs: (char ids,) or (char ids, word buckets)."""
         texts = clean_hemistichs(texts, self.config.drop)
-        ids = encode_hemistichs(texts, self.config.max_chars)
-        return (ids, encode_words(texts, self.config.words)) if self.config.words else (ids,)
+        ids = torch.from_numpy(encode_hemistichs(texts, self.config.max_chars))
+        return (ids, torch.from_numpy(encode_words(texts, self.config.words))) if self.config.words else (ids,)
 
     def forward(self, ids: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T) char ids [and (N, W) word buckets] -> (N, labels) logits."""
@@ -123,8 +85,8 @@ class MetreClassifier(nn.Module):
 
 
 def save_classifier(model: MetreClassifier, directory: str | Path, report: dict | None = None) -> None:
-
-
+    """Weights as safetensors and config.json (the config, the alphabet, the weights' sha256, the
+    training report): what `load_torch_classifier` and `classifier_inference.load_classifier` read."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(model.state_dict(), tmp))
@@ -133,20 +95,11 @@ def save_classifier(model: MetreClassifier, directory: str | Path, report: dict 
     (directory / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
-def load_classifier(directory: str | Path | None = None) -> MetreClassifier:
-
-
-    directory = Path(directory) if directory is not None else METRE_CLASSIFIER_DIR
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"cannot read classifier config in {directory}: {err}") from None
-    if config.get("alphabet") != CHARS:
-        raise ModelLoadError(f"{directory}: the classifier was trained on another alphabet")
-    weights = directory / "model.safetensors"
-    if not weights.exists() or sha256_of(weights) != config.get("weights_sha256"):
-        raise ModelLoadError(f"{weights} is missing or does not match the sha256 recorded in config.json")
-    model = MetreClassifier(ClassifierConfig(**config["classifier"]))
+def load_torch_classifier(directory: str | Path | None = None) -> MetreClassifier:
+    """The classifier saved in `directory` (default: the shipped metre classifier) as the PyTorch
+    network, for training and evaluation; inference needs no torch: `classifier_inference.load_classifier`."""
+    config, weights = checked_classifier_files(directory if directory is not None else METRE_CLASSIFIER_DIR)
+    model = MetreClassifier(config)
     model.load_state_dict(load_file(weights))
     return model.eval()
 

@@ -21,6 +21,7 @@ import numpy as np
 from ..assets import METRE_CLASSIFIER_DIR
 from ..errors import PoetryError
 from ..text import PERSIAN_LETTERS, normalize
+from .classifier_inference import load_classifier
 from .metres import load_catalogue
 from .rhyme import Rhyme, analyze_rhyme
 from .scansion import MISS_COST, Scansion, scan_hemistich
@@ -70,23 +71,20 @@ class PoemProsody:
 
 @lru_cache(maxsize=1)
 def default_classifier():
-    # Deferred: the classifier needs torch (a second or more to import), and the rule-based scanner must
-    # not pay for it. Importing this module and scanning with `scansion` import no torch
-    # (tests/test_prosody.py checks it); the first call here does, and `scan` and `combined_scores`
-    # make that call whenever they are given no classifier.
-    from .classifier import load_classifier
-
+    """The shipped metre classifier, for inference in numpy: `scan` imports no torch (a second or more
+    to import); tests/test_classifier_inference.py checks it. None where the package ships none."""
     return load_classifier(METRE_CLASSIFIER_DIR) if METRE_CLASSIFIER_DIR.exists() else None
 
 
 def combined_scores(texts: list[str], classifier=None, rule_weight: float = RULE_WEIGHT,
                     miss_cost: float = MISS_COST, scans: list[Scansion] | None = None):
-    """(metre ids, (N, M) combined scores, rule scans, (N, M) classifier probabilities or None)."""
+    """(metre ids, (N, M) combined scores, rule scans, (N, M) classifier probabilities or None).
+    `classifier`: anything with `.config.labels` and `.probabilities(texts)` (default: the shipped one)."""
     classifier = classifier if classifier is not None else default_classifier()
     scans = scans if scans is not None else [scan_hemistich(t, top=1, align=False) for t in texts]
     if classifier is not None:
         ids = list(classifier.config.labels)
-        probs = classifier.probabilities(texts).numpy()
+        probs = np.asarray(classifier.probabilities(texts))  # numpy's Classifier, or torch's MetreClassifier
         log_probs = np.log(np.maximum(probs, 1e-9))
     else:
         ids = [m.id for m in load_catalogue()]

@@ -30,8 +30,8 @@ waiting); past the bound the answer is 503 with a Retry-After and a message that
 
 Blocking CPU work (writing, scanning, running the model, rendering a large answer as JSON) never
 runs on the event loop, nor on the framework's open-ended thread pool: it runs in its lane's worker
-threads (torch on one thread each: batch-1 decoding of a small model is fastest that way on a few
-cores). A place is held while
+threads (BLAS on one thread for the whole process: batch-1 decoding of a small model is fastest
+that way on a few cores, `gpt.inference.one_blas_thread`). A place is held while
 the request is answered and while its work runs, whichever ends later, so a client that hangs up
 cannot leave work running outside the bound. A poem's events cross to the event loop through an
 asyncio queue; when its client goes away, the stream raises a flag that the poem sees at its next
@@ -83,7 +83,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -98,7 +97,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..assets import FONTS_DIR
 from ..errors import PoetryError
 from ..explain.lesson import encode_within_limit, tokenize_text
-from ..gpt.model import sinusoidal_table
+from ..gpt.inference import InferenceGPT, one_blas_thread
+from ..gpt.positions import sinusoidal_table
 from ..prosody.metres import metre_by_id
 from ..prosody.scan import scan
 from ..prosody.scansion import scan_hemistich, trim_word_caches
@@ -386,7 +386,7 @@ class Lane:
     def _new_pool(self) -> ThreadPoolExecutor | None:
         if not self.workers:
             return None
-        return ThreadPoolExecutor(self.workers, thread_name_prefix=self.name, initializer=_one_thread)
+        return ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
 
     def close(self) -> None:
         """Stop the work in hand; a fresh (idle: threads start on demand) pool takes its place, so
@@ -601,16 +601,16 @@ class _Stoppable:
     one per prompt) it checks whether the poem's reader has gone, and if so stops the poem there,
     mid-hemistich, rather than at its next event. Everything else is the model's own."""
 
-    def __init__(self, model: torch.nn.Module, cancel: threading.Event):
+    def __init__(self, model: InferenceGPT, cancel: threading.Event):
         self._model, self._cancel = model, cancel
 
     def _check(self) -> None:
         if self._cancel.is_set():
             raise _Cancelled
 
-    def __call__(self, *args, **kwargs):
+    def forward(self, *args, **kwargs):
         self._check()
-        return self._model(*args, **kwargs)
+        return self._model.forward(*args, **kwargs)
 
     def decode_step(self, *args, **kwargs):
         self._check()
@@ -620,10 +620,6 @@ class _Stoppable:
         if name == "_model":  # not set yet (a copy being made): no recursion
             raise AttributeError(name)
         return getattr(self._model, name)
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -684,11 +680,7 @@ def _write_poem(lane: Lane, poetry: PoetryModel, request: PoemRequest, emit: Cal
         _bound_scanner_caches()
         view = copy.copy(poetry)  # the same bundle, with the model that stops when the reader has gone
         view.model = _Stoppable(poetry.model, cancel)
-        # No autograd: a decoder whose first forward pass ran with gradients on keeps its KV cache
-        # and saved tensors alive in a reference cycle inside torch's graph, megabytes a poem,
-        # never freed (benchmarks/soak_test.py found it). Grad mode is per thread.
-        with torch.no_grad():
-            poem = generate.write_poem(view, request, on_event=on_event)
+        poem = generate.write_poem(view, request, on_event=on_event)
         prosody = scan([h for couplet in poem.couplets for h in couplet], poem.form)
         emit("poem", {"poem": poem.to_dict(), "prosody": prosody.to_dict()})
         outcome = "served"
@@ -723,21 +715,20 @@ def _scan(text: str, form: str | None) -> JSONResponse:
     return JSONResponse(result.to_dict())
 
 
-@torch.inference_mode()
 def _attention(poetry: PoetryModel, text: str, layer: int) -> JSONResponse:
     """One layer's attention weights over `text`: [head][query][key <= query], rounded. The model
     runs once; only the asked layer is turned into numbers for JSON, each value once, and the
     answer is rendered here, in the worker (not walked again by FastAPI on the event loop)."""
     ids = encode_within_limit(poetry, text)  # PoetryError past the context length
-    _, _, weights = poetry.model(torch.tensor([ids], device=poetry.device), return_weights=True)
-    w = np.round(weights[layer][0].double().cpu().numpy(), DECIMALS)  # (H, T, T), float64: 0.1235, not 0.12349999
+    _, weights = poetry.model.forward(np.array([ids]), return_weights=True)
+    w = np.round(weights[layer][0].astype(np.float64), DECIMALS)  # (H, T, T), float64: 0.1235, not 0.12349999
     rows = [[w[h, q, :q + 1].tolist() for q in range(len(ids))] for h in range(w.shape[0])]
     return JSONResponse({"tokens": [poetry.tokenizer.id_to_token(i) for i in ids], "ids": ids, "layers": [layer],
                          "weights": [rows]})
 
 
 def _positions(positions: int, dim: int) -> JSONResponse:
-    table = np.round(sinusoidal_table(positions, dim).double().numpy(), DECIMALS).tolist()
+    table = np.round(sinusoidal_table(positions, dim).astype(np.float64), DECIMALS).tolist()
     return JSONResponse({"positions": positions, "dim": dim, "table": table})
 
 
@@ -779,6 +770,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
     (default: the loopback names, LOOPBACK_HOSTS)."""
     if poetry is None:
         poetry = load_model()
+    one_blas_thread()  # for the process, not a context: poems on several worker threads share the limit
     admission = Admission(Lane("poems", "poems", workers, queue, seconds=5.0),
                           Lane("analysis", "scan and explain requests", analysis_workers, analysis_queue),
                           Lane("light", "requests", 0, light_limit))

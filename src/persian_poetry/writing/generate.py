@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import torch
+import numpy as np
 
 from ..data.controls import BEYT, BODY, END, HEMI, MAX_RHYME_CHARS, RHYME, metre_token_ids, poem_header
 from ..errors import MetreError, PoetryError
-from ..gpt.engine import Engine
+from ..gpt.engine import Engine, new_generator
+from ..gpt.inference import one_blas_thread
 from ..gpt.sampling import Sampling
 from ..prosody.lexicon import verse_words
 from ..prosody.metres import RUBAI_ID, resolve_metre
@@ -119,18 +120,18 @@ class _PoemState:
         self.tok = tok
         self.ids = {name: tok.token_to_id(name) for name in (BODY, RHYME, HEMI, BEYT, END)}
         vocab = tok.vocab_size
-        self.special = torch.zeros(vocab, dtype=torch.bool)
+        self.special = np.zeros(vocab, dtype=bool)
         self.special[[tok.token_to_id(t) for t in tok.special_tokens]] = True
         # Text tokens that can never appear in verse (line breaks).
         pieces = [tok.id_to_token(i) for i in range(vocab)]
-        self.bad_text = torch.tensor(["\n" in p for p in pieces]) & ~self.special
-        self.has_space = torch.tensor([" " in p or "\u200c" in p for p in pieces])
-        self.leading_space = torch.tensor([p.startswith((" ", "\u200c")) for p in pieces])
-        self.leading_mark = torch.tensor([bool(p) and p[0] in DIACRITICS for p in pieces]) & ~self.special
+        self.bad_text = np.array(["\n" in p for p in pieces]) & ~self.special
+        self.has_space = np.array([" " in p or "\u200c" in p for p in pieces])
+        self.leading_space = np.array([p.startswith((" ", "\u200c")) for p in pieces])
+        self.leading_mark = np.array([bool(p) and p[0] in DIACRITICS for p in pieces]) & ~self.special
         # Vowel marks other than the ezafe hamza (هٔ), which classical verse is usually written without.
-        self.vowel_marks = torch.tensor([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~self.special
+        self.vowel_marks = np.array([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~self.special
         self.allow_marks = vowel_marks
-        self.metre_ids = torch.tensor(list(metre_token_ids(tok, poetry.controls).values()))
+        self.metre_ids = np.array(list(metre_token_ids(tok, poetry.controls).values()))
         self.couplets = couplets
         self.phase = phase  # "metre", "after_metre", "rhyme" or "body"
         self.rhyme_ids: list[int] = []
@@ -138,20 +139,20 @@ class _PoemState:
         self.second = False  # writing the second hemistich of the couplet
         self.hemistich_ids: list[int] = []
 
-    def allowed(self) -> torch.Tensor:
+    def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary of the tokens that may come next."""
         if self.phase == "metre":
-            mask = torch.zeros_like(self.special)
+            mask = np.zeros_like(self.special)
             mask[self.metre_ids] = True
         elif self.phase == "after_metre":
-            mask = torch.zeros_like(self.special)
+            mask = np.zeros_like(self.special)
             mask[self.ids[RHYME]] = True
         elif self.phase == "rhyme":
             mask = ~self.special & ~self.bad_text & ~self.has_space  # rhyme letters are written solid
             if self.rhyme_ids:
                 mask[self.ids[BODY]] = True
             if len(self.tok.decode(self.rhyme_ids)) >= MAX_RHYME_CHARS:
-                mask = torch.zeros_like(self.special)
+                mask = np.zeros_like(self.special)
                 mask[self.ids[BODY]] = True
         else:
             text = self.tok.decode(self.hemistich_ids)
@@ -197,14 +198,14 @@ class _PoemState:
         return "text"
 
 
-    def mask_for(self, hemistich_ids: list[int]) -> torch.Tensor:
+    def mask_for(self, hemistich_ids: list[int]) -> np.ndarray:
         """`allowed()` for a hemistich that so far holds these tokens (constrained decoding
         writes and takes back tokens itself, then asks)."""
         self.hemistich_ids = list(hemistich_ids)
         return self.allowed()
 
-    def edit_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.masked_fill(~self.allowed().to(logits.device), float("-inf"))
+    def edit_logits(self, logits: np.ndarray) -> np.ndarray:
+        return np.where(self.allowed(), logits, -np.inf)
 
 
 class _Streamer:
@@ -239,12 +240,12 @@ def write_poem(poetry: PoetryModel, request: PoemRequest,
     hemistich is then passed on once it is accepted. `request.free` leaves the model alone and
     streams token by token."""
     request, couplets, seed = _checked_request(poetry, request)
-    generator = torch.Generator(device=poetry.device).manual_seed(seed)
+    generator = new_generator(seed)
     sampling = Sampling(request.temperature, request.top_k, request.top_p)
     started = time.perf_counter()
-    if request.free:
-        return _write_free(poetry, request, couplets, seed, sampling, generator, on_event, started)
-    return _write_constrained(poetry, request, couplets, seed, sampling, generator, on_event, started)
+    write = _write_free if request.free else _write_constrained
+    with one_blas_thread():
+        return write(poetry, request, couplets, seed, sampling, generator, on_event, started)
 
 
 def header_ids(poetry: PoetryModel, request: PoemRequest, metre: int | None = None, rhyme: str | None = None, *,
@@ -283,7 +284,7 @@ def _write_free(poetry, request, couplets, seed, sampling, generator, on_event, 
     budget = couplets * 2 * (MAX_HEMISTICH_CHARS + 2)
     bias = _style_bias(poetry, request)
 
-    def edit_body(logits: torch.Tensor) -> torch.Tensor:
+    def edit_body(logits: np.ndarray) -> np.ndarray:
         return state.edit_logits(logits if bias is None else logits + poem_bias(bias, body))
 
     for token in engine.stream(prompt, len(header) + 1, sampling, generator, budget, edit_body,
@@ -293,12 +294,11 @@ def _write_free(poetry, request, couplets, seed, sampling, generator, on_event, 
     return _assemble(poetry, request, header, body, seed, started)
 
 
-def _style_bias(poetry: PoetryModel, request: PoemRequest) -> torch.Tensor | None:
+def _style_bias(poetry: PoetryModel, request: PoemRequest) -> np.ndarray | None:
     """The logit offset of the requested poet's style (None without a style prior or at strength 0)."""
     if poetry.style is None:
         return None
-    bias = poetry.style.for_poet(request.poet, request.style)
-    return None if bias is None else bias.to(poetry.device)
+    return poetry.style.for_poet(request.poet, request.style)
 
 
 def _separator_for(poetry: PoetryModel, index: int, couplets: int) -> int:

@@ -35,9 +35,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from ..assets import DEFAULT_MODEL_DIR
@@ -55,57 +55,59 @@ MAX_BIAS = 3.0
 @dataclass(frozen=True)
 class StylePrior:
     poets: tuple[str, ...]
-    bias: torch.Tensor  # (poets, vocab) float32
+    bias: np.ndarray  # (poets, vocab) float32
 
-    def for_poet(self, poet: str, strength: float = DEFAULT_STRENGTH) -> torch.Tensor | None:
+    def for_poet(self, poet: str, strength: float = DEFAULT_STRENGTH) -> np.ndarray | None:
         """The logit offset for `poet` at `strength`; None where there is nothing to add."""
         if strength == 0 or poet not in self.poets:
             return None
-        return strength * self.bias[self.poets.index(poet)]
+        return np.float32(strength) * self.bias[self.poets.index(poet)]
 
 
-def poem_bias(bias: torch.Tensor, used: list[int]) -> torch.Tensor:
+def poem_bias(bias: np.ndarray, used: list[int]) -> np.ndarray:
     """`bias` for the next token of a poem whose tokens so far are `used`: a token already used
     loses its positive part (see the module docstring)."""
     if not used:
         return bias
-    index = torch.tensor(sorted(set(used)), dtype=torch.long, device=bias.device)
-    return bias.index_put((index,), bias[index].clamp(max=0.0))
+    index = np.fromiter(set(used), dtype=np.int64)
+    out = bias.copy()
+    out[index] = np.minimum(bias[index], 0.0)
+    return out
 
 
-def style_bias(counts: torch.Tensor, prior_tokens: float = PRIOR_TOKENS, max_bias: float = MAX_BIAS,
-               word_initial: torch.Tensor | None = None) -> torch.Tensor:
+def style_bias(counts: np.ndarray, prior_tokens: float = PRIOR_TOKENS, max_bias: float = MAX_BIAS,
+               word_initial: np.ndarray | None = None) -> np.ndarray:
     """(poets, vocab) token counts -> the clipped log likelihood ratios described above. Tokens no
     poet uses (specials, unseen pieces) get 0, and so do tokens outside `word_initial` (a (vocab,)
     boolean mask; None: every token)."""
-    counts = counts.double()
+    counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum(0)
     common = (total + 1e-3) / (total + 1e-3).sum()  # a whisper of add-k keeps every log finite
-    own = (counts + prior_tokens * common) / (counts.sum(1, keepdim=True) + prior_tokens)
-    bias = (own.log() - common.log()).clamp(-max_bias, max_bias)
-    bias = bias.masked_fill(total == 0, 0.0)
+    own = (counts + prior_tokens * common) / (counts.sum(1, keepdims=True) + prior_tokens)
+    bias = np.clip(np.log(own) - np.log(common), -max_bias, max_bias)
+    bias[:, total == 0] = 0.0
     if word_initial is not None:
-        bias = bias.masked_fill(~word_initial, 0.0)
-    return bias.float()
+        bias[:, ~word_initial] = 0.0
+    return bias.astype(np.float32)
 
 
-def word_initial_tokens(tokenizer) -> torch.Tensor:
+def word_initial_tokens(tokenizer) -> np.ndarray:
     """(vocab,) mask of the tokens that begin a word: BPE pieces that start with a space; with a
     character tokenizer, every token."""
 
     if isinstance(tokenizer, CharTokenizer):
-        return torch.ones(tokenizer.vocab_size, dtype=torch.bool)
-    return torch.tensor([not tokenizer.is_special(t) and tokenizer.decode([t]).startswith(" ")
-                         for t in range(tokenizer.vocab_size)])
+        return np.ones(tokenizer.vocab_size, dtype=bool)
+    return np.array([not tokenizer.is_special(t) and tokenizer.decode([t]).startswith(" ")
+                     for t in range(tokenizer.vocab_size)])
 
 
 def count_poet_tokens(data: str | Path, tokenizer, poets: Iterable[str] = OFFERED_POETS,
-                      progress: bool = True) -> torch.Tensor:
+                      progress: bool = True) -> np.ndarray:
     """(poets, vocab) counts of the tokens of each poet's train-split hemistichs, encoded as the
     model reads them in training (each hemistich alone, between separators)."""
 
     poets = tuple(poets)
-    counts = torch.zeros(len(poets), tokenizer.vocab_size, dtype=torch.long)
+    counts = np.zeros((len(poets), tokenizer.vocab_size), dtype=np.int64)
     batch: dict[str, list[str]] = {p: [] for p in poets}
 
     def flush(poet: str) -> None:
@@ -113,7 +115,7 @@ def count_poet_tokens(data: str | Path, tokenizer, poets: Iterable[str] = OFFERE
         encoded = tokenizer.encode_batch(texts) if hasattr(tokenizer, "encode_batch") else map(tokenizer.encode, texts)
         ids = [t for hemistich in encoded for t in hemistich]
         if ids:
-            counts[poets.index(poet)] += torch.bincount(torch.tensor(ids), minlength=tokenizer.vocab_size)
+            counts[poets.index(poet)] += np.bincount(np.array(ids), minlength=tokenizer.vocab_size)
         texts.clear()
 
     for poem in tqdm(read_jsonl(data, poets), desc="counting poets' tokens", unit=" poems",
@@ -153,12 +155,12 @@ def load_style(directory: str | Path, vocab_size: int) -> StylePrior | None:
     if not path.exists():
         return None
     try:
-        with safe_open(path, "pt") as f:
+        with safe_open(path, "np") as f:
             poets = tuple(p for p in (f.metadata() or {}).get("poets", "").split(",") if p)
-            bias = f.get_tensor("bias").float()
+            bias = f.get_tensor("bias").astype(np.float32)
     except (SafetensorError, OSError) as err:
         raise PoetryError(f"cannot read {path}: {err}") from None
-    if bias.dim() != 2 or bias.size(0) != len(poets) or bias.size(1) != vocab_size or not bool(bias.isfinite().all()):
+    if bias.ndim != 2 or bias.shape[0] != len(poets) or bias.shape[1] != vocab_size or not np.isfinite(bias).all():
         raise PoetryError(f"{path} does not fit the model: bias {tuple(bias.shape)} for {len(poets)} poets "
                           f"and a vocabulary of {vocab_size}")
     return StylePrior(poets, bias)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
-import torch
+import numpy as np
 
 from ..gpt.engine import Decoder, sample
 from ..gpt.sampling import Sampling
@@ -205,9 +205,9 @@ class _Draft:
 class VerseWriter:
     """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
 
-    def __init__(self, poetry, decoder: Decoder, sampling: Sampling, generator: torch.Generator,
+    def __init__(self, poetry, decoder: Decoder, sampling: Sampling, generator: np.random.Generator,
                  metre_id: int, allowed_mask, max_cost: float = MAX_READING_COST, poet: str | None = None,
-                 style_bias: torch.Tensor | None = None):
+                 style_bias: np.ndarray | None = None):
         self.tok = poetry.tokenizer
         self.decoder = decoder
         self.sampling = sampling
@@ -218,10 +218,10 @@ class VerseWriter:
         self._body_start = len(decoder.history)  # the poem's tokens follow the prompt
         vocab = self.tok.vocab_size
         pieces = [self.tok.id_to_token(i) if not self.tok.is_special(i) else "" for i in range(vocab)]
-        self.starts_word = torch.tensor([p.startswith(" ") for p in pieces])
+        self.starts_word = np.array([p.startswith(" ") for p in pieces])
         # Verse is words: tokens without a letter (punctuation, digits, bare spaces) would pass the
         # scanner unread, and a model kept from its words would fill the line with them.
-        self.wordless = torch.tensor([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces])
+        self.wordless = np.array([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces])
         for i in range(vocab):
             if self.tok.is_special(i):
                 self.wordless[i] = False
@@ -279,20 +279,19 @@ class VerseWriter:
         return min((self.tracker.room(node) for node in states), default=0)
 
     # -- writing ---------------------------------------------------------------------------------
-    def _sample(self, logits: torch.Tensor, banned: set[int], only: set[int] | None = None) -> int | None:
+    def _sample(self, logits: np.ndarray, banned: set[int], only: set[int] | None = None) -> int | None:
         mask = self.allowed_mask(self.decoder.history[self._start:]) & ~self.wordless
         if only is not None:
-            keep = torch.zeros_like(mask)
+            keep = np.zeros_like(mask)
             keep[list(only)] = True
             mask &= keep
         if banned:
             mask[list(banned)] = False
         if not mask.any():
             return None
-        logits = logits.float()
         if self.style_bias is not None:
             logits = logits + poem_bias(self.style_bias, self.decoder.history[self._body_start:])
-        return sample(logits.masked_fill(~mask, float("-inf")), self.sampling, self.generator)
+        return sample(np.where(mask, logits, -np.inf), self.sampling, self.generator)
 
     def write(self, separator: int, rhyme: RhymeSpec | None) -> HemistichResult:
         """Write one hemistich and push its separator; the decoder ends after the separator."""
@@ -469,8 +468,8 @@ class VerseWriter:
     def _prefers_stop(self, continuations: set[int], stop_token: int) -> bool:
         """At a complete candidate that is also the start of longer ones: ask the model whether
         the word ends here (the radif's first token or the separator) or goes on."""
-        logits = self.decoder.logits.float()
-        go_on = torch.logsumexp(logits[list(continuations)], dim=0)
+        logits = self.decoder.logits
+        go_on = np.logaddexp.reduce(logits[list(continuations)])
         return bool(logits[stop_token] >= go_on)
 
     def _free(self, separator: int, rhyme: RhymeSpec | None, result: HemistichResult) -> str:

@@ -1,0 +1,179 @@
+"""The numpy runtime computes what the PyTorch model computes, and writing needs no PyTorch.
+
+Writing, scanning, explaining and serving run on `gpt.inference.InferenceGPT`; training and
+evaluation on `gpt.model.GPT`. If the two drifted apart, the poems would come from a network nobody
+trained or measured, so their logits are held together on real verse, for the shipped model and for
+every architecture option, through the full forward pass, the KV cache and the attention weights.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAMOUS_COUPLETS, inference_of
+
+from persian_poetry.assets import DEFAULT_MODEL_DIR
+from persian_poetry.gpt.checkpoint import load_model_dir
+from persian_poetry.gpt.directory import load_inference_model
+from persian_poetry.gpt.inference import InferenceGPT
+from persian_poetry.gpt.model import GPT, GPTConfig, KVCache
+
+LOGITS = {"rtol": 0.0, "atol": 1e-4}  # the runtime's promise: logits equal to PyTorch's within 1e-4
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model_dir(DEFAULT_MODEL_DIR), load_inference_model(DEFAULT_MODEL_DIR)
+
+
+def verse_ids(tokenizer, limit: int) -> list[int]:
+    text = " ".join(FAMOUS_COUPLETS).replace("\n", " ")
+    return tokenizer.encode(text)[:limit]
+
+
+def test_the_shipped_model_gives_pytorchs_logits_on_real_verse(shipped):
+    torch_dir, numpy_dir = shipped
+    ids = verse_ids(torch_dir.tokenizer, torch_dir.model.config.context_length)
+    assert len(ids) > 100
+    with torch.no_grad():
+        expected = torch_dir.model(torch.tensor([ids]))[0][0].numpy()
+    logits, _ = numpy_dir.model.forward(np.array([ids]))
+    np.testing.assert_allclose(logits[0], expected, **LOGITS)
+    assert np.abs(expected).max() > 1.0  # logits of a real size: a tolerance of 1e-4 means something
+
+
+def test_decoding_with_the_cache_gives_the_full_passes_logits(shipped):
+    torch_dir, numpy_dir = shipped
+    ids = verse_ids(torch_dir.tokenizer, 80)
+    model = numpy_dir.model
+    full, _ = model.forward(np.array([ids]))
+    cache = model.new_cache(1)
+    prefill, _ = model.forward(np.array([ids[:20]]), cache)
+    steps = [model.decode_step([token], cache)[0] for token in ids[20:]]
+    np.testing.assert_allclose(prefill[0], full[0, :20], **LOGITS)
+    np.testing.assert_allclose(np.stack(steps[:-1]), full[0, 20:-1], **LOGITS)
+    assert cache.length == len(ids)
+
+
+OPTIONS = [
+    {},  # GPT-2's block: LayerNorm, GELU, sinusoidal positions, tied embeddings
+    {"positional": "rotary", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True},  # the modern block
+    {"positional": "learned", "mlp": "swiglu", "bias": True},
+    {"tie_embeddings": False, "logit_softcap": 15.0, "positional": "rotary"},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "gpt2")
+def test_every_architecture_option_gives_pytorchs_numbers(options):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=60, context_length=32, n_layer=2, n_head=4, n_embd=32, **options)).eval()
+    with torch.no_grad():  # trained-looking weights: norms and biases away from their initial 1 and 0
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    runtime = inference_of(model)
+    ids = torch.randint(0, 60, (2, 20))
+    with torch.no_grad():
+        expected, _, expected_weights = model(ids, return_weights=True)
+        reference = KVCache(model.config, 2, "cpu", torch.float32)
+        model(ids[:, :12], cache=reference)
+        expected_step = model.decode_step(ids[:, 12:13], reference).numpy()
+    logits, weights = runtime.forward(ids.numpy(), return_weights=True)
+    np.testing.assert_allclose(logits, expected.numpy(), **LOGITS)
+    for ours, theirs in zip(weights, expected_weights, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=0.0, atol=1e-5)
+    cache = runtime.new_cache(2)
+    runtime.forward(ids[:, :12].numpy(), cache)
+    np.testing.assert_allclose(runtime.decode_step(ids[:, 12].numpy(), cache), expected_step, **LOGITS)
+    assert runtime.num_parameters() == model.num_parameters()
+
+
+def test_attention_weights_are_causal_rows_that_sum_to_one(shipped):
+    _, numpy_dir = shipped
+    ids = verse_ids(numpy_dir.tokenizer, 30)
+    _, weights = numpy_dir.model.forward(np.array([ids]), return_weights=True)
+    assert len(weights) == numpy_dir.model.config.n_layer
+    for w in weights:
+        np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+        assert np.all(np.triu(w[0], k=1) == 0)  # no token looks ahead
+
+
+def test_weights_that_do_not_fit_the_config_are_refused():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, context_length=8, n_layer=2, n_head=2, n_embd=8)).eval()
+    weights = {k: v.numpy() for k, v in model.state_dict().items() if not k.startswith("blocks.1.")}
+    with pytest.raises(KeyError, match="blocks.1"):
+        InferenceGPT(model.config, weights)
+
+
+def test_the_context_length_is_a_hard_limit(shipped):
+    _, numpy_dir = shipped
+    limit = numpy_dir.model.config.context_length
+    with pytest.raises(ValueError, match="exceed the context length"):
+        numpy_dir.model.forward(np.zeros((1, limit + 1), dtype=np.int64))
+
+
+# -- no PyTorch where a poem is written, scanned, explained or served ---------------------------
+
+HEMISTICH = FAMOUS_COUPLETS[0].split("\n")[0]
+
+
+
+def _command(*argv: str) -> str:
+    return f"from persian_poetry.cli import main\nrc = main({list(argv)!r})"
+
+
+TORCH_FREE = {
+    "generate": _command("generate", "--poet", "hafez", "--form", "ghazal", "--couplets", "2", "--seed", "1"),
+    "generate --free": _command("generate", "--poet", "saadi", "--form", "ghazal", "--couplets", "2", "--seed", "2",
+                                "--free"),
+    "scan": _command("scan", HEMISTICH),
+    "explain tokens": _command("explain", "tokens", HEMISTICH),
+    "explain attention": _command("explain", "attention", "--text", HEMISTICH, "--layer", "1", "--head", "1"),
+    "explain generate": _command("explain", "generate", "--steps", "5"),
+    "the Python API": textwrap.dedent(f"""
+        from persian_poetry import PoemRequest, load_model, scan, write_poem
+        poem = write_poem(load_model(), PoemRequest(poet="hafez", form="ghazal", couplets=2, seed=3))
+        assert len(poem.couplets) == 2
+        assert scan({HEMISTICH!r}).metre_id is not None
+        rc = 0"""),
+    "serve": textwrap.dedent(f"""
+        from fastapi.testclient import TestClient
+        from persian_poetry.serve.app import create_app
+        with TestClient(create_app(), base_url="http://localhost") as client:
+            assert client.get("/healthz").status_code == 200
+            assert client.post("/api/scan", json={{"text": {HEMISTICH!r}}}).status_code == 200
+            assert client.post("/api/explain/attention", json={{"text": {HEMISTICH!r}}}).status_code == 200
+            poem = client.post("/api/generate", json={{"poet": "hafez", "form": "ghazal", "couplets": 1, "seed": 1}})
+            assert poem.status_code == 200 and "event: poem" in poem.text, poem.text[-300:]
+        rc = 0"""),
+}
+
+
+@pytest.mark.parametrize("what", list(TORCH_FREE))
+def test_writing_scanning_explaining_and_serving_never_import_torch(what):
+    code = f"import sys\n{TORCH_FREE[what]}\nassert rc == 0, rc\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_training_command_without_pytorch_says_how_to_install_it(tmp_path):
+    code = ("import sys\nsys.modules['torch'] = None  # as if it were not installed\n"
+            "from persian_poetry.cli import main\n"
+            f"sys.exit(main(['evaluate', '--data', {str(tmp_path / 'none.jsonl')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "needs torch" in result.stderr and "pip install 'persian-poetry[train]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_figure_without_matplotlib_says_how_to_install_it(tmp_path):
+    code = ("import sys\nsys.modules['matplotlib'] = None  # as if it were not installed\n"
+            "from persian_poetry.cli import main\n"
+            f"sys.exit(main(['explain', 'attention', '--example', '--plot', {str(tmp_path / 'a.png')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "needs matplotlib" in result.stderr and "pip install 'persian-poetry[plots]'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "a.png").exists()
