@@ -1,15 +1,19 @@
 """Our sampling engine against `transformers`' `generate`, on the same weights, in one run.
 
-The shipped model is exported with `persian-poetry export-hf` (the same numbers: the export's
-logits agree with ours, tests/test_export_hf.py) and both decode from the same 3-token header
-with the same sampling (temperature 0.8, top-k 50, top-p 0.95) for the same number of new tokens,
-with no stop token. Batch 1 is our `Engine.stream` (what `persian-poetry generate` uses) and
+Ours is the numpy engine (`gpt.engine.Engine` on `writing.bundle.load_model()`'s
+`InferenceGPT`), what `persian-poetry generate` runs; theirs is PyTorch. The shipped model is
+exported with `persian-poetry export-hf` from the PyTorch `GPT` of the same directory
+(`gpt.checkpoint.load_model_dir`; the same numbers: the export's logits agree with ours and its
+greedy decoding writes what our engine writes, tests/test_export_hf.py), and both decode from the
+same 3-token header with the same sampling (temperature 0.8, top-k 50, top-p 0.95) for the same
+number of new tokens, with no stop token. Batch 1 is our `Engine.stream` and
 `Engine.generate_batch(B=1)`; batch B is `Engine.generate_batch`. The runs alternate (ours, theirs,
 ours, ...) so that a busy CPU slows both alike; the median of the repeats is reported, as wall
-clock and as process CPU time (which a busy CPU disturbs less).
+clock and as process CPU time (which a busy CPU disturbs less). --threads sets both numpy's BLAS
+threads (ours) and torch's (theirs).
 
     python benchmarks/engine_vs_transformers.py                 # batch 1 and 8, 200 new tokens, 1 thread
-    python benchmarks/engine_vs_transformers.py --int8          # also our engine on the int8 model
+    python benchmarks/engine_vs_transformers.py --batches 1 --new-tokens 20 --repeats 1   # a quick check
 """
 
 from __future__ import annotations
@@ -24,10 +28,15 @@ import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from persian_poetry.gpt.engine import Engine, Sampling
+from persian_poetry.assets import DEFAULT_MODEL_DIR
+from persian_poetry.gpt.checkpoint import load_model_dir
+from persian_poetry.gpt.engine import Engine, Sampling, new_generator
 from persian_poetry.gpt.export_hf import export_hf
+from persian_poetry.gpt.inference import one_blas_thread
 from persian_poetry.writing.bundle import load_model
 
 
@@ -44,7 +53,10 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--int8", action="store_true", help="also time our engine on the int8-quantized model")
+    # No --int8 any more: it timed our engine on the torch int8-quantized model, and our engine now
+    # runs the numpy InferenceGPT, which has no int8 form. Torch int8 (`load_model_dir(...,
+    # quantize="int8")`) remains only for `persian-poetry evaluate --quantize int8` (bits/char), and
+    # `generate --quantize` is gone; benchmarks/onnx_runtime.py times torch int8 decoding beside numpy.
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
 
@@ -53,14 +65,14 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    poetry = load_model(args.model)
-    with tempfile.TemporaryDirectory() as tmp:
-        export_hf(poetry, tmp)
+    torch.set_num_threads(args.threads)  # transformers
+    # numpy's BLAS (ours), for the whole process; one thread is what `generate` decodes on
+    one_blas_thread() if args.threads == 1 else threadpool_limits(args.threads, user_api="blas")
+    poetry = load_model(args.model)  # the numpy network our engine runs
+    with tempfile.TemporaryDirectory() as tmp:  # the export reads the PyTorch GPT of the same directory
+        export_hf(load_model_dir(args.model if args.model is not None else DEFAULT_MODEL_DIR), tmp)
         hf = AutoModelForCausalLM.from_pretrained(tmp, local_files_only=True).eval()
     engines = {"ours": Engine(poetry.model)}
-    if args.int8:
-        engines["ours int8"] = Engine(load_model(args.model, quantize="int8").model)
 
     tok = poetry.tokenizer
     header = [tok.token_to_id(t) for t in ("<|poem|>", "<|poet:hafez|>", "<|form:ghazal|>")]
@@ -68,11 +80,11 @@ def main() -> None:
     n = args.new_tokens
 
     def ours_stream(engine):
-        tokens = list(engine.stream(header, 0, sampling, torch.Generator().manual_seed(1), n))
+        tokens = list(engine.stream(header, 0, sampling, new_generator(1), n))
         assert len(tokens) == n
 
     def ours_batch(engine, b):
-        rows = engine.generate_batch([header] * b, sampling, torch.Generator().manual_seed(1), n)
+        rows = engine.generate_batch([header] * b, sampling, new_generator(1), n)
         assert len(rows) == b and len(rows[0]) == n
 
     def theirs(b):
@@ -107,7 +119,8 @@ def main() -> None:
         cpu = statistics.median(c for _, c in times[name])
         results[name] = {"batch": b, "tokens": b * n, "wall_s": wall, "cpu_s": cpu,
                          "tokens_per_s": b * n / wall, "tokens_per_cpu_s": b * n / cpu}
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
+    print(f"ours: numpy {np.__version__}; theirs: torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"{args.threads} thread(s), "
           f"{n} new tokens per row, median of {args.repeats}; load average {load_before[0]:.2f} -> {load_after[0]:.2f}")
     print(f"| {'run':42s} | tokens/s (wall) | tokens/s (CPU time) | ours / transformers (wall) | (CPU time) |")
     print(f"|{'-' * 44}|---:|---:|---:|---:|")

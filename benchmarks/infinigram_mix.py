@@ -75,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model_dir = Path(args.model)
-    loaded = load_model_dir(model_dir)
+    loaded = load_model_dir(model_dir)  # the PyTorch GPT: bits/char as `evaluate` computes them
     tokenizer_sha = sha256_of(model_dir / TOKENIZER)
     corpus = load_corpus_splits(Path(args.data), loaded.tokenizer, CLASSICAL_POETS)
     index = index_for(corpus.splits["train"], Path(args.index), tokenizer_sha)

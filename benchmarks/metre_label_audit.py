@@ -29,7 +29,7 @@ import json
 import time
 from collections import defaultdict
 
-import torch
+import numpy as np
 from tqdm import tqdm
 
 from persian_poetry.data.corpus import read_jsonl
@@ -41,9 +41,10 @@ from persian_poetry.prosody.scan import combined_scores
 def predict_poem_metres(poems) -> list[int]:
     """The combined prediction for each poem: the metre with the highest summed score."""
     texts = [h for p in poems for h in p.hemistichs]
-    owner = torch.tensor([i for i, p in enumerate(poems) for _ in p.hemistichs])
-    ids, scores, _, _ = combined_scores(texts)
-    totals = torch.zeros(len(poems), len(ids)).index_add_(0, owner, scores)
+    owner = np.array([i for i, p in enumerate(poems) for _ in p.hemistichs], dtype=np.int64)
+    ids, scores, _, _ = combined_scores(texts)  # numpy (N, M)
+    totals = np.zeros((len(poems), len(ids)))
+    np.add.at(totals, owner, scores)
     return [ids[j] for j in totals.argmax(1).tolist()]
 
 
@@ -73,7 +74,7 @@ def main() -> None:
             continue
         predicted = predict_poem_metres(sample)
 
-        def share(offset: int) -> float:
+        def share(offset: int, predicted=predicted, sample=sample, ordered=ordered, position=position) -> float:
             pairs = [(m, position[p.id] + offset) for m, p in zip(predicted, sample, strict=True)]
             pairs = [(m, ordered[j].metre) for m, j in pairs if 0 <= j < len(ordered)]
             return sum(m == label for m, label in pairs) / max(1, len(pairs))

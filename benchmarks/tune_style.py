@@ -4,7 +4,8 @@ reported ones: `evaluate-generation`'s requests with other poem seeds (5000, 500
 
     python benchmarks/tune_style.py --data ../shared/data/ganjoor/poems.jsonl.gz -n 40 --strengths 0 1 2
 
-The corpus is read once (about 2 minutes); each strength then costs n poems.
+The corpus is read once (about 2 minutes, seconds once `read_train_text` has cached it); each
+strength then costs n poems, written with the numpy engine, as `evaluate-generation` writes them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
+from persian_poetry.gpt.inference import one_blas_thread
 from persian_poetry.judges.evaluate_generation import evaluate_generation, read_train_text
 from persian_poetry.judges.poet import load_poet_classifier
 from persian_poetry.writing.bundle import load_model
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--free", action="store_true")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    one_blas_thread()  # numpy's BLAS on one thread for the whole run, as `evaluate-generation` (no torch)
     poetry = load_model(args.model)
     if poetry.style is None:
         raise SystemExit("the model has no style prior: run persian-poetry build-style first")

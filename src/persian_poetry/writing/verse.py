@@ -98,17 +98,23 @@ def _rhyme_index() -> tuple[tuple[str, str, int], ...]:
 @lru_cache(maxsize=4)
 def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
     """Qafiyas with many rhyme words in the lexicon, commonest first (for poems that name none)."""
-    counts: dict[str, int] = {}
-    words: dict[str, int] = {}
-    qafiya_of_ending: dict[str, str] = {}  # past 4 letters the qafiya depends only on the last 4
-    for _, key, count in _rhyme_index():
-        ending = key[-4:] if len(key) > 4 else "=" + key
-        q = qafiya_of_ending.get(ending)
-        if q is None:
-            q = qafiya_of_ending[ending] = _qafiya_of_key(key)
-        counts[q] = counts.get(q, 0) + count
-        words[q] = words.get(q, 0) + 1
-    ranked = sorted((q for q in counts if words[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
+    index = _rhyme_index()
+    # Past 4 letters a word's qafiya depends only on its last 4, so words are grouped by ending
+    # first and each ending's qafiya found once: a loop over 48,000 words was 0.3 s of every poem
+    # that names no rhyme.
+    endings = [key[-4:] if len(key) > 4 else "=" + key for _, key, _ in index]
+    ending_ids: dict[str, int] = {}
+    ids = np.fromiter((ending_ids.setdefault(e, len(ending_ids)) for e in endings), dtype=np.int64, count=len(endings))
+    uses = np.bincount(ids, weights=np.fromiter((n for _, _, n in index), dtype=np.float64, count=len(index)))
+    words = np.bincount(ids)
+    first = np.unique(ids, return_index=True)[1]  # each ending's first word (ids count up in file order)
+    counts: dict[str, float] = {}
+    word_counts: dict[str, int] = {}
+    for i, row in enumerate(first.tolist()):
+        q = _qafiya_of_key(index[row][1])
+        counts[q] = counts.get(q, 0.0) + uses[i]
+        word_counts[q] = word_counts.get(q, 0) + int(words[i])
+    ranked = sorted((q for q in counts if word_counts[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
     return tuple(ranked[:top])
 
 
