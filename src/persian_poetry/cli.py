@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes it")
 
     x = sub.add_parser("export-hf", help="export the model for Hugging Face transformers",
-                       description="Write a model as a transformers GPT2LMHeadModel checkpoint (safetensors, "
-                                   "config.json) with its tokenizer as a PreTrainedTokenizerFast. "
+                       description="Write a model as a transformers checkpoint (safetensors, config.json): "
+                                   "GPT2LMHeadModel for the GPT-2 block, NanoChatForCausalLM for the modern one "
+                                   "(rotary, RMSNorm, ReLU², QK-norm), with its tokenizer as a PreTrainedTokenizerFast. "
                                    "Needs the [hf] extra: pip install 'persian-poetry[hf]'.")
     x.add_argument("out", metavar="DIR", help="output directory")
     x.add_argument("--model", default=None, help="model directory (default: the shipped model)")
@@ -487,10 +488,11 @@ def cmd_evaluate(args) -> int:
 def cmd_export_hf(args) -> int:
     from .assets import DEFAULT_MODEL_DIR
     from .gpt.checkpoint import load_model_dir
-    from .gpt.export_hf import export_hf
+    from .gpt.export_hf import export_hf, hf_architecture
 
-    out = export_hf(load_model_dir(args.model or DEFAULT_MODEL_DIR), args.out)
-    print(f"transformers checkpoint (GPT2LMHeadModel + tokenizer) written to {out}")
+    loaded = load_model_dir(args.model or DEFAULT_MODEL_DIR)
+    out = export_hf(loaded, args.out)
+    print(f"transformers checkpoint ({hf_architecture(loaded.model)} + tokenizer) written to {out}")
     return 0
 
 
