@@ -201,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "suffix array and mixture weights (mix.json), as benchmarks/infinigram_mix.py --write-mix "
                         "writes it")
 
+    tj = sub.add_parser("tell-apart", help="how often a fresh classifier tells generated couplets from real ones",
+                        description="Train a fresh judge (a character BiGRU with a fixed recipe, judges/tell_apart.py) on "
+                                    "real train-split couplets of the offered poets against couplets the model writes, and "
+                                    "report its accuracy on held-out couplets, equal numbers of each: 50%% means the two "
+                                    "cannot be told apart. Generated couplets are cached under the cache folder "
+                                    "(tell-apart/), so a rerun with the same model writes nothing.")
+    tj.add_argument("--data", required=True, help="Ganjoor-schema JSONL (train split to train on, test split to score)")
+    tj.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    tj.add_argument("--mode", action="append", choices=["constrained", "free", "hot"], default=None,
+                    help="how the poems are written: constrained (default), free, or hot (free at temperature 1.2); "
+                         "repeat for several")
+    tj.add_argument("--train", type=int, default=5000, help="training couplets of each class (default 5000)")
+    tj.add_argument("--test", type=int, default=1000, help="held-out couplets of each class (default 1000)")
+    tj.add_argument("--controls", action="store_true",
+                    help="also the controls, at the same sizes: real against the same couplets with their words "
+                         "shuffled (should be told apart) and real against real (should be 50%%)")
+    tj.add_argument("--out", default=None, help="write the full report as JSON here")
+    tj.add_argument("--json", action="store_true", help="print the report as JSON")
+    tj.add_argument("--no-progress", action="store_true")
+
     x = sub.add_parser("export-hf", help="export the model for Hugging Face transformers",
                        description="Write a model as a transformers checkpoint (safetensors, config.json): "
                                    "GPT2LMHeadModel for the GPT-2 block, NanoChatForCausalLM for the modern one "
@@ -485,6 +505,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_tell_apart(args) -> int:
+    from .gpt.inference import one_blas_thread
+    from .judges.tell_apart import evaluate_controls, evaluate_tell_apart, real_couplet_pools
+    from .writing.bundle import load_model
+
+    one_blas_thread()  # for the whole command (see evaluate-generation); the judge trains on one torch thread
+    progress = not args.no_progress
+    poetry = load_model(args.model)
+    pools = real_couplet_pools(args.data)  # the corpus read once for every run
+    report = {"modes": {mode: evaluate_tell_apart(poetry, args.data, mode, args.train, args.test, progress=progress,
+                                                  pools=pools)
+                        for mode in args.mode or ["constrained"]}}
+    if args.controls:
+        report["controls"] = evaluate_controls(args.data, args.train, args.test, progress=progress, pools=pools)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    rows = [(f"real vs {mode}", result) for mode, result in report["modes"].items()]
+    if args.controls:
+        rows += [("control: real vs shuffled", report["controls"]["shuffled"]),
+                 ("control: real vs real", report["controls"]["real_vs_real"])]
+    for name, r in rows:
+        low, high = r["accuracy_ci95"]
+        print(f"{name:26s} {r['accuracy']:.1%} told apart (95% {low:.1%}-{high:.1%}; real {r['real_accuracy']:.1%}, "
+              f"other {r['generated_accuracy']:.1%}) on {r['real_test']}+{r['generated_test']} held-out couplets, "
+              f"trained on {r['real_train']}+{r['generated_train']} for {r['steps']} steps")
+    print("50% = cannot be told apart; 100% = every couplet can")
+    return 0
+
+
 def cmd_export_hf(args) -> int:
     from .assets import DEFAULT_MODEL_DIR
     from .gpt.checkpoint import load_model_dir
@@ -569,7 +621,8 @@ COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd
             "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
             "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
             "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier,
-            "export-hf": cmd_export_hf, "build-style": cmd_build_style, "explain": cmd_explain, "serve": cmd_serve}
+            "export-hf": cmd_export_hf, "tell-apart": cmd_tell_apart, "build-style": cmd_build_style,
+            "explain": cmd_explain, "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())
