@@ -1,4 +1,4 @@
-"""The tell-apart judge (issue 21) on the real corpus: its two controls and the generator's modes.
+"""The tell-apart judge on the real corpus: its two controls and the generator's modes.
 
 Reads the offered poets' couplets once, then runs (a) real against the same couplets with their
 words shuffled, (b) real against real (two disjoint samples), each at --controls-train/--controls-test

@@ -1,4 +1,4 @@
-"""The tell-apart judge (issue 21): can a classifier tell real couplets from generated ones?
+"""The tell-apart judge: can a classifier tell real couplets from generated ones?
 
 Every other judge (metre, rhyme, poet, novelty) is fooled by word salad made of the canon's words.
 This one is trained afresh each time, with a fixed recipe, to tell real couplets from the couplets
