@@ -159,21 +159,17 @@ def test_writing_scanning_explaining_and_serving_never_import_torch(what):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_a_training_command_without_pytorch_says_how_to_install_it(tmp_path):
-    code = ("import sys\nsys.modules['torch'] = None  # as if it were not installed\n"
-            "from persian_poetry.cli import main\n"
-            f"sys.exit(main(['evaluate', '--data', {str(tmp_path / 'none.jsonl')!r}]))")
+@pytest.mark.parametrize(("module", "argv", "extra"), [
+    ("torch", ["evaluate", "--data", "{tmp}/none.jsonl"], "train"),
+    ("matplotlib", ["explain", "attention", "--example", "--plot", "{tmp}/a.png"], "plots"),
+])
+def test_a_command_whose_optional_part_is_missing_says_how_to_install_it(tmp_path, module, argv, extra):
+    """`pip install .` leaves out PyTorch (training, evaluation) and matplotlib (figures): a command
+    that needs one says which extra to install, in one line, and writes nothing."""
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code = (f"import sys\nsys.modules[{module!r}] = None  # as if it were not installed\n"
+            f"from persian_poetry.cli import main\nsys.exit(main({argv!r}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "needs torch" in result.stderr and "pip install 'persian-poetry[train]'" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_a_figure_without_matplotlib_says_how_to_install_it(tmp_path):
-    code = ("import sys\nsys.modules['matplotlib'] = None  # as if it were not installed\n"
-            "from persian_poetry.cli import main\n"
-            f"sys.exit(main(['explain', 'attention', '--example', '--plot', {str(tmp_path / 'a.png')!r}]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "needs matplotlib" in result.stderr and "pip install 'persian-poetry[plots]'" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "a.png").exists()
+    assert f"needs {module}" in result.stderr and f"pip install 'persian-poetry[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []

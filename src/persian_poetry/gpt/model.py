@@ -12,7 +12,6 @@ Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D he
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 import torch.nn.functional as F
@@ -123,11 +122,6 @@ class _DecodeLinear:
 def _linears(model: GPT) -> list[nn.Module]:
     """The output layer, then each block's qkv, proj, up and down."""
     return [model.lm_head] + [m for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ff.up, b.ff.down)]
-
-
-# Guards the building of GPT._decode_cache (a module-level lock: a lock held by the module itself
-# would keep it from being pickled or deep-copied).
-_DECODE_CACHE_LOCK = threading.Lock()
 
 
 class _DecodeWeights:
@@ -287,6 +281,8 @@ class GPT(nn.Module):
     def decode_step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Logits (B, vocab) of the token after one new token per row (idx (B, 1)) that continues
         the cached ones: `forward` for T = 1 in eval mode, spelled out with functional calls.
+        PyTorch's fastest decoding step: poems are written with the numpy runtime (`inference.py`),
+        and this is what it is measured against (benchmarks/onnx_runtime.py, BENCHMARKS.md).
 
         At batch 1 this model's arithmetic is so small that calling ~160 modules per token cost a
         third of a decoding step (measured with cProfile on constrained generation), and the
@@ -329,18 +325,10 @@ class GPT(nn.Module):
     def _decode_weights(self) -> _DecodeWeights:
         # Rebuilt when a weight changed (an optimizer step, load_state_dict, .to(), quantization):
         # checked by module identity and each tensor's storage and in-place version counter.
-        # Threads that decode with one model at once (a server's workers) share it: the cache is read
-        # once into a local, and built under a lock, checked again there, so that it is built once
-        # and each caller returns a complete one.
         key = _DecodeWeights.key(self)
-        cache = self._decode_cache
-        if cache is None or cache.source != key:
-            with _DECODE_CACHE_LOCK:
-                cache = self._decode_cache
-                if cache is None or cache.source != key:
-                    cache = _DecodeWeights(self, key)
-                    self._decode_cache = cache
-        return cache
+        if self._decode_cache is None or self._decode_cache.source != key:
+            self._decode_cache = _DecodeWeights(self, key)
+        return self._decode_cache
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 return_weights: bool = False):
