@@ -474,15 +474,15 @@ def cmd_evaluate_generation(args) -> int:
         mode = "constrained" if report["constraints"] else "free (no constraints)"
         style = f"poet style {report['style']}" if report["style_prior"] else "no style prior"
         print(f"{report['poems']} poems, {report['hemistichs']} hemistichs, {mode}, {style}")
-        for key in ("metre_share", "metre_top_share", "rhyme_share", "form_share", "verbatim_share", "distinct_2",
-                    "repeat_share", "poet_share"):
-            print(f"  {key:18s} {report[key]:.2%}")
-        print(f"  longest shared run {report['longest_shared_run']} characters")
-        print(f"  seconds per poem   {report['seconds_mean']} (p95 {report['seconds_p95']}); "
+        for key in ("metre_share", "metre_top_share", "metre_classifier_share", "rhyme_share", "form_share",
+                    "verbatim_share", "distinct_2", "repeat_share", "poet_share"):
+            print(f"  {key:22s} {report[key]:.2%}")
+        print(f"  longest shared run     {report['longest_shared_run']} characters")
+        print(f"  seconds per poem       {report['seconds_mean']} (p95 {report['seconds_p95']}); "
               f"7-couplet ghazal {report['ghazal7_seconds_mean']}")
         ref = report["real_poems_reference"]
-        print(f"  real test poems    metre {ref['metre_share']:.2%}, top metre {ref['metre_top_share']:.2%}, "
-              f"repeat {ref['repeat_share']:.2%} "
+        print(f"  real test poems        metre {ref['metre_share']:.2%}, top metre {ref['metre_top_share']:.2%}, "
+              f"classifier's metre {ref['metre_classifier_share']:.2%}, repeat {ref['repeat_share']:.2%} "
               f"({ref['poems']} poems: what the judges say of real verse)")
     return 0
 
