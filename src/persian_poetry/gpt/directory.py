@@ -100,7 +100,8 @@ def read_model_dir(directory: str | Path) -> ModelFiles:
             raise ModelLoadError(f"{directory / TOKENIZER} has {tokenizer.vocab_size} tokens, more than the "
                                  f"model's {gpt_config.vocab_size}: it belongs to another model")
     except SafetensorError as err:
-        raise ModelLoadError(f"cannot load weights from {directory / WEIGHTS}: {' '.join(str(err).split())[:400]}") from None
+        reason = " ".join(str(err).split())[:400]
+        raise ModelLoadError(f"cannot load weights from {directory / WEIGHTS}: {reason}") from None
     return ModelFiles(gpt_config, state, tokenizer, metres, directory)
 
 

@@ -122,7 +122,10 @@ def sample_rows(logits: np.ndarray, sampling: Sampling, generator: np.random.Gen
     logits = np.asarray(logits, dtype=np.float32) / np.float32(sampling.temperature)
     vocab = logits.shape[-1]
     k = sampling.top_k if 0 < sampling.top_k < vocab else vocab
-    indices = np.argpartition(-logits, k - 1, axis=-1)[:, :k] if k < vocab else np.tile(np.arange(vocab), (len(logits), 1))
+    if k < vocab:
+        indices = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    else:
+        indices = np.tile(np.arange(vocab), (len(logits), 1))
     values = np.take_along_axis(logits, indices, axis=-1)
     order = np.argsort(-values, axis=-1, kind="stable")  # highest first, ties by partition order
     values, indices = np.take_along_axis(values, order, axis=-1), np.take_along_axis(indices, order, axis=-1)

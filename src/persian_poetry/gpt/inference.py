@@ -170,7 +170,8 @@ class InferenceGPT:
         elif config.positional == "rotary":
             self.rotary = rotary_tables(config.context_length, config.n_embd // config.n_head)
         else:  # scaled as model.GPT scales it (see its position_scale)
-            self.positions = sinusoidal_table(config.context_length, config.n_embd) / np.float32(math.sqrt(config.n_embd))
+            scale = np.float32(1.0 / math.sqrt(config.n_embd))
+            self.positions = sinusoidal_table(config.context_length, config.n_embd) * scale
         self.blocks = [_Block(config, weights, i) for i in range(config.n_layer)]
         self.ln_f = _Norm(config.norm, weights, "ln_f")
         self.lm_head = _Linear(weights, "lm_head")
