@@ -85,9 +85,10 @@ def client(poetry):
         yield c
 
 
-def untrained_poetry():
+def untrained_poetry(**architecture):
     """A tiny untrained GPT (seeded) with the shipped tokenizer, controls and metre names: the
-    server's and the API's tests get real poem structure at the cost of no training."""
+    server's and the API's tests get real poem structure at the cost of no training.
+    `architecture`: GPTConfig options (e.g. positional="rotary")."""
     import torch
 
     from persian_poetry.assets import DEFAULT_MODEL_DIR
@@ -97,7 +98,8 @@ def untrained_poetry():
 
     tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=2, n_head=2, n_embd=32,
+                          **architecture)).eval()
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     metres = {int(k): v for k, v in config["metres"].items()}
     return PoetryModel(inference_of(model), tokenizer, metres)

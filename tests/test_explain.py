@@ -173,18 +173,31 @@ def test_attention_trace_shape_mask_and_rows(poetry):
 
 def test_attention_trace_layer_one_by_hand(poetry):
     """Layer 1's weights recomputed from the weights of the model (as its state dict names them),
-    in PyTorch, outside model.forward."""
+    in PyTorch, outside model.forward, for the block the shipped model has."""
     trace = explain.attention_trace(poetry, HEMISTICH)
     model, ids = poetry.model, torch.tensor(trace.ids)
+    config = model.config
     weight = {name: torch.from_numpy(array) for name, array in model.weights.items()}
-    t, c, h = len(ids), model.config.n_embd, model.config.n_head
+    t, c, h = len(ids), config.n_embd, config.n_head
+    d = c // h
     with torch.no_grad():
-        table = torch.tensor([[pe(pos, column, c) for column in range(c)] for pos in range(t)])
-        x = weight["token_embedding.weight"][ids] + table / math.sqrt(c)
-        x = torch.nn.functional.layer_norm(x, (c,), weight["blocks.0.ln1.weight"], weight.get("blocks.0.ln1.bias"))
+        x = weight["token_embedding.weight"][ids]
+        if config.positional == "sinusoidal":  # the table, added scaled by 1/sqrt(c)
+            x = x + torch.tensor([[pe(pos, column, c) for column in range(c)] for pos in range(t)]) / math.sqrt(c)
+        if config.norm == "rmsnorm":
+            x = x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() * weight["blocks.0.ln1.weight"]
+        else:
+            x = torch.nn.functional.layer_norm(x, (c,), weight["blocks.0.ln1.weight"], weight.get("blocks.0.ln1.bias"))
         q, k, _ = (x @ weight["blocks.0.attn.qkv.weight"].T).split(c, dim=-1)
-        q, k = (m.view(t, h, c // h).transpose(0, 1) for m in (q, k))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(c // h)
+        q, k = (m.view(t, h, d).transpose(0, 1) for m in (q, k))
+        if config.positional == "rotary":  # each pair (x_i, x_{i+d/2}) turned by pos / 10000^(2i/d)
+            angle = torch.tensor([[pos / 10000 ** (2 * i / d) for i in range(d // 2)] for pos in range(t)])
+            cos, sin = angle.cos(), angle.sin()
+            q, k = (torch.cat([m[..., :d // 2] * cos + m[..., d // 2:] * sin,
+                               m[..., d // 2:] * cos - m[..., :d // 2] * sin], dim=-1) for m in (q, k))
+        if config.qk_norm:
+            q, k = (m / m.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() for m in (q, k))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
         scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
         expected = scores.softmax(-1)
     assert torch.allclose(torch.tensor(trace.weights[0]), expected, atol=1e-4)
@@ -296,6 +309,31 @@ def test_cli_positional_prints_the_table_and_the_corrections(capsys, tmp_path):
     assert "pos   1  0.8415  0.5403  0.0100  0.9999" in out
     assert "PE(1,2): the seed prints 0.001, the formula gives 0.0100" in out
     assert (tmp_path / "pe.png").stat().st_size > 10_000
+
+
+def test_the_positional_plot_draws_a_rotary_models_angles(tiny_model_dir, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = {}
+    real_imshow = matplotlib.axes.Axes.imshow
+
+    def imshow(self, table, *args, **kwargs):
+        drawn["table"] = np.asarray(table)
+        return real_imshow(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", imshow)
+    assert main(["explain", "positional", "--plot", str(tmp_path / "rope.png")]) == 0  # the shipped model
+    config = load_model().config
+    assert config.positional == "rotary"
+    head_dim = config.n_embd // config.n_head
+    assert drawn["table"].shape == (config.context_length, head_dim)
+    angle = 5 / 10000 ** (2 * 3 / head_dim)  # position 5, pair 3
+    assert drawn["table"][5, 6] == pytest.approx(math.sin(angle), abs=1e-6)
+    assert drawn["table"][5, 7] == pytest.approx(math.cos(angle), abs=1e-6)
+    assert (tmp_path / "rope.png").stat().st_size > 10_000
+    assert main(["explain", "positional", "--model", str(tiny_model_dir), "--plot", str(tmp_path / "pe.png")]) == 0
+    tiny = load_model(tiny_model_dir).config
+    assert drawn["table"].shape == (tiny.context_length, tiny.n_embd)  # a sinusoidal model: its whole width
 
 
 def test_cli_attention_example(capsys, tmp_path):

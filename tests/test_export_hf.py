@@ -1,5 +1,6 @@
 """The Hugging Face export: transformers, offline, computes the logits our model computes."""
 
+import copy
 import os
 import re
 
@@ -57,28 +58,59 @@ def real_windows(poetry, count: int = 3) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def test_the_export_is_a_gpt2_checkpoint_with_our_shape(exported, poetry):
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in exported.iterdir()}
+def test_the_shipped_model_exports_as_nanochat_with_our_shape(exported, poetry):
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {p.name for p in exported.iterdir()}
     model, tokenizer = load_hf(exported)
-    c = model.config
-    assert type(model).__name__ == "GPT2LMHeadModel" and isinstance(tokenizer, PreTrainedTokenizerFast)
-    assert (c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size) == (6, 8, 256, 256, 4096)
-    assert c.activation_function == "gelu" and c.layer_norm_epsilon == 1e-5  # exact GELU, torch's LayerNorm
+    c, hc = poetry.model.config, model.config
+    assert (c.positional, c.norm, c.mlp, c.qk_norm) == ("rotary", "rmsnorm", "relu2", True)  # the modern block
+    assert type(model).__name__ == "NanoChatForCausalLM" and isinstance(tokenizer, PreTrainedTokenizerFast)
+    assert (hc.num_hidden_layers, hc.num_attention_heads, hc.hidden_size, hc.intermediate_size, hc.vocab_size) == (
+        c.n_layer, c.n_head, c.n_embd, c.mlp_hidden, 4096)
+    assert hc.hidden_act == "relu2" and hc.rms_norm_eps == 1e-5
+    D = c.n_embd // c.n_head
+    assert torch.allclose(model.model.rotary_emb.inv_freq, torch.from_numpy(position_angles(2, D)[1]).float())
+    readme = (exported / "README.md").read_text(encoding="utf-8")
+    assert "NanoChatForCausalLM" in readme and "GPT2LMHeadModel" not in readme
+
+
+def test_a_gpt2_block_model_exports_as_gpt2_with_our_shape(tiny_model_dir, tmp_path):
+    small = load_model_dir(tiny_model_dir)
+    c = small.model.config
+    assert (c.positional, c.norm, c.mlp) == ("sinusoidal", "layernorm", "gelu")  # GPT-2's block
+    exported = export_hf(small, tmp_path / "gpt2")
+    model, _ = load_hf(exported)
+    hc = model.config
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    assert (hc.n_layer, hc.n_head, hc.n_embd, hc.n_positions) == (c.n_layer, c.n_head, c.n_embd, c.context_length)
+    assert hc.activation_function == "gelu" and hc.layer_norm_epsilon == 1e-5  # exact GELU, torch's LayerNorm
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied
-    table = sinusoidal_table(256, 256) * poetry.model.position_scale
+    table = sinusoidal_table(c.context_length, c.n_embd) * small.model.position_scale
     assert torch.allclose(model.transformer.wpe.weight, table)
     readme = (exported / "README.md").read_text(encoding="utf-8")
-    assert "a GPT2LMHeadModel with 6 layers" in readme and "sinusoidal" in readme and "nanochat" not in readme
+    assert f"a GPT2LMHeadModel with {c.n_layer} layers" in readme and "sinusoidal" in readme and "nanochat" not in readme
 
 
-def test_logits_agree_within_1e_4_on_real_persian_verse(exported, poetry):
+def test_logits_agree_on_real_persian_verse(exported, poetry):
+    """Within 1e-4 given the same rotary angles. transformers computes its angles in float32
+    (position x inverse frequency, up to 255 radians, so ~1.5e-5 off at the far positions), ours in
+    float64: that alone moves the shipped model's logits by up to about 1e-4 against float64
+    (ours: 1.7e-5), so the plain comparison is held to 2e-4 (BENCHMARKS.md, the Hugging Face export)."""
     model, _ = load_hf(exported)
     x = real_windows(poetry)
     with torch.no_grad():
         ours, _, _ = poetry.model(x)
         theirs = model(x).logits
     assert ours.shape == theirs.shape == (3, 256, 4096)
-    assert (ours - theirs).abs().max().item() < 1e-4
+    assert (ours - theirs).abs().max().item() < 2e-4
+    if poetry.model.config.positional == "rotary":
+        config = poetry.model.config
+        inv_freq = model.model.rotary_emb.inv_freq  # transformers' own float32 angles, in our model
+        angles = torch.outer(torch.arange(config.context_length, dtype=torch.float32), inv_freq.float())
+        same_angles = copy.deepcopy(poetry.model)
+        same_angles.rotary_cos.copy_(angles.cos())
+        same_angles.rotary_sin.copy_(angles.sin())
+        with torch.no_grad():
+            assert (same_angles(x)[0] - theirs).abs().max().item() < 1e-4
 
 
 def test_the_tokenizer_gives_our_ids_and_reads_control_tokens(exported, poetry):

@@ -169,9 +169,21 @@ def test_attention_weights_per_head_are_causal_distributions_one_layer_at_a_time
 
 def test_positional_table_is_the_models_formula(client, poetry):
     default = client.get("/api/explain/positions").json()
-    assert (default["positions"], default["dim"]) == (64, 32)
+    assert (default["positions"], default["dim"], default["positional"]) == (64, 32, poetry.config.positional)
     assert torch.allclose(torch.tensor(default["table"]), sinusoidal_table(64, 32), atol=1e-4)
     assert all(round(v, 4) == v for row in default["table"] for v in row)
+
+
+def test_a_rotary_models_table_is_one_heads_angles():
+    from fastapi.testclient import TestClient
+
+    from persian_poetry.serve.app import create_app
+
+    rotary = untrained_poetry(positional="rotary", norm="rmsnorm", mlp="relu2", qk_norm=True)
+    with TestClient(create_app(rotary), base_url="http://localhost") as c:
+        table = c.get("/api/explain/positions").json()
+    assert (table["positions"], table["dim"], table["positional"]) == (64, 16, "rotary")  # 32 wide, 2 heads
+    assert torch.allclose(torch.tensor(table["table"]), sinusoidal_table(64, 16), atol=1e-4)
 
 
 def test_page_script_and_font_are_served_offline(client):

@@ -16,7 +16,7 @@ from persian_poetry.prosody.rhyme import rhyming_positions
 from persian_poetry.prosody.scansion import MetreTracker, scan_hemistich, syllable_counts
 from persian_poetry.writing.bundle import load_model
 from persian_poetry.writing.generate import PoemRequest, write_poem
-from persian_poetry.writing.verse import MIN_POET_VOCABULARY, RhymeSpec, qafiya_of
+from persian_poetry.writing.verse import MAX_FUNCTION_RUN, MIN_POET_VOCABULARY, RhymeSpec, qafiya_of, repeats
 
 HAFEZ = "که عشق آسان نمود اول ولی افتاد مشکل‌ها"  # هزج مثمن سالم, Ganjoor metre 2
 
@@ -130,6 +130,29 @@ def test_a_rubai_keeps_lines_one_two_and_four(shipped):
     poem = write_poem(shipped, PoemRequest(poet="khayyam", form="rubai", rhyme="ان", seed=3))
     assert poem.metre == 24 and len(poem.couplets) == 2
     _check_poem(poem, 24, RhymeSpec("ان"), "rubai")
+
+
+def test_repeats_catches_a_word_said_twice_and_a_run_of_function_words():
+    assert repeats("ز حال تو تو".split())  # the same word twice
+    assert repeats("بر تو با تو".split())
+    assert not repeats("دل و جان و".split())  # «و» joins a list as often as it likes
+    assert not repeats("که از دل".split())
+    assert MAX_FUNCTION_RUN == 2 and repeats("که از تو".split())  # a third function word in a row
+    assert not repeats("که از دل تو".split())
+
+
+@pytest.mark.parametrize("poet, form, seed", [("hafez", "ghazal", 1000), ("saadi", "ghazal", 1001),
+                                              ("ferdousi", "masnavi", 1002)])
+def test_no_word_is_said_twice_in_a_hemistich_outside_the_radif(shipped, poet, form, seed):
+    poem = write_poem(shipped, PoemRequest(poet=poet, form=form, couplets=4, seed=seed))
+    radif = poem.radif.split()
+    hemistichs = [h for couplet in poem.couplets for h in couplet]
+    for i, hemistich in enumerate(hemistichs):
+        words = hemistich.split()
+        if radif and words[-len(radif):] == radif:
+            words = words[:-len(radif)]
+        if i not in poem.constraints["relaxed"]:  # a relaxed hemistich is the model alone
+            assert not any(repeats(words[:k]) for k in range(1, len(words) + 1)), hemistich
 
 
 def test_a_given_first_hemistich_is_continued(shipped):

@@ -57,7 +57,8 @@ def _add_explain(sub) -> None:
                                      "the seed's worked example (The Cat Sat Mat) and where its numbers are off.")
     p.add_argument("--positions", type=int, default=4)
     p.add_argument("--dim", type=int, default=4)
-    p.add_argument("--plot", metavar="FILE.png", help="draw the heat map for the model's context length x width")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the heat map for the model's context length x width "
+                                                     "(a rotary model: x its head's width, the angles it turns by)")
     a = steps.add_parser("attention", help="masked multi-head self-attention, by hand and in the real model")
     source = a.add_mutually_exclusive_group(required=True)
     source.add_argument("--example", action="store_true", help="the seed's three-head example (The Cat Sat Mat)")
@@ -571,11 +572,12 @@ def cmd_explain(args) -> int:
             from .explain.plots import plot_positional
 
             config = load_model(args.model).config
-            if config.positional == "rotary":
-                raise PoetryError("this model has rotary positions (it turns queries and keys, adds no table); "
-                                  "plot the sinusoidal table with a model that adds one, e.g. the default model")
-            plot_positional(lesson.positional_table(config.context_length, config.n_embd), args.plot,
-                            scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
+            if config.positional == "rotary":  # the same clocks, at the width of one head
+                head_dim = config.n_embd // config.n_head
+                plot_positional(lesson.positional_table(config.context_length, head_dim), args.plot, rotary=True)
+            else:
+                plot_positional(lesson.positional_table(config.context_length, config.n_embd), args.plot,
+                                scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
             print(f"heat map written to {args.plot}", file=sys.stderr)
         return 0
     if step == "attention" and args.example:

@@ -57,8 +57,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_positional(table: list[list[float]], path: str | Path, scale: float | None = None) -> Path:
-    """The familiar heat map: one row per position, one column per dimension."""
+def plot_positional(table: list[list[float]], path: str | Path, scale: float | None = None,
+                    rotary: bool = False) -> Path:
+    """The familiar heat map: one row per position, one column per dimension. With `rotary`, the
+    table is a head's (dim = the head's width): the sines and cosines of the angles by which rotary
+    positions turn each pair of a query's and a key's numbers."""
     positions, dim = len(table), len(table[0])
     fig = Figure(figsize=(7.5, 6), layout="constrained")
     ax = fig.add_subplot()
@@ -67,7 +70,10 @@ def plot_positional(table: list[list[float]], path: str | Path, scale: float | N
     ax.set_xlabel("dimension i (even: sin, odd: cos; the wavelength grows with i)")
     ax.set_ylabel("position pos")
     title = f"Sinusoidal positional encoding, {positions} positions x {dim} dimensions"
-    if scale is not None:
+    if rotary:
+        title = (f"Rotary positions: sin and cos of pos / 10000^(2i/{dim}), {positions} positions x {dim // 2} "
+                 f"angles\n(each head turns pair i of its query and key by angle i; nothing is added)")
+    elif scale is not None:
         title += f"\n(the model adds it scaled by 1/sqrt({dim}) = {scale:.4f})"
     ax.set_title(title)
     return _save(fig, path)

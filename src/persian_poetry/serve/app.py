@@ -12,7 +12,7 @@ font (Vazirmatn) are files of this package.
     POST /api/scan                a text in; its metre, syllables and rhyme out
     POST /api/explain/tokens      how the model's tokenizer cuts a text, against the token limit
     POST /api/explain/attention   the model's attention weights over a text, one layer, per head
-    GET  /api/explain/positions   the sinusoidal positional-encoding table
+    GET  /api/explain/positions   the sinusoidal positional-encoding table (rotary: a head's angles)
 
 The schema is FastAPI's own, at /openapi.json. There is no /docs page: Swagger UI loads its
 script from a CDN, and this app promises to work with no network.
@@ -727,9 +727,9 @@ def _attention(poetry: PoetryModel, text: str, layer: int) -> JSONResponse:
                          "weights": [rows]})
 
 
-def _positions(positions: int, dim: int) -> JSONResponse:
+def _positions(positions: int, dim: int, positional: str) -> JSONResponse:
     table = np.round(sinusoidal_table(positions, dim).astype(np.float64), DECIMALS).tolist()
-    return JSONResponse({"positions": positions, "dim": dim, "table": table})
+    return JSONResponse({"positions": positions, "dim": dim, "positional": positional, "table": table})
 
 
 def _tokens(poetry: PoetryModel, text: str) -> JSONResponse:
@@ -845,19 +845,22 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
         except PoetryError as err:
             return _invalid("text", str(err))
 
-    @app.get("/api/explain/positions", summary="the sinusoidal positional-encoding table (unscaled)")
+    @app.get("/api/explain/positions", summary="the sinusoidal positional-encoding table (unscaled); for a model "
+                                               "with rotary positions, the angles its heads turn by")
     async def explain_positions(
             request: Request,
             positions: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE,
                                           description="rows; default: the context length (as many as fit)"),
-            dim: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE, description="columns; default: the model's width"),
+            dim: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE,
+                                    description="columns; default: the model's width (rotary: one head's)"),
     ):
-        dim = dim or min(config.n_embd, MAX_TABLE_SIDE)
+        width = config.n_embd // config.n_head if config.positional == "rotary" else config.n_embd
+        dim = dim or min(width, MAX_TABLE_SIDE)
         positions = positions or max(1, min(config.context_length, MAX_TABLE_VALUES // dim))
         if positions * dim > MAX_TABLE_VALUES:
             return _invalid("positions", f"at most {MAX_TABLE_VALUES} values (positions x dim), asked for "
                                          f"{positions} x {dim} = {positions * dim}", where="query")
-        return await request.state.ticket.run(_positions, positions, dim)
+        return await request.state.ticket.run(_positions, positions, dim, config.positional)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/fonts", StaticFiles(directory=FONTS_DIR), name="fonts")

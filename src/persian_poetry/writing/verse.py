@@ -37,7 +37,7 @@ from ..gpt.sampling import Sampling
 from ..prosody.lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
 from ..prosody.rhyme import Rhyme, rhyme_key, rhymes_with, word_key
 from ..prosody.scansion import MetreTracker, syllable_counts
-from ..text import PERSIAN_LETTERS, ZWNJ
+from ..text import FREELY_REPEATED, FUNCTION_WORDS, PERSIAN_LETTERS, ZWNJ
 from .style import poem_bias
 
 MAX_TRIES = 50          # words taken back in one attempt at a hemistich
@@ -48,6 +48,7 @@ MIN_RHYME_COUNT = 8     # a rhyme word must end this many hemistichs of the trai
 MAX_CANDIDATES = 400    # rhyme words offered at once (the most frequent that fit)
 MAX_REFUSED = 32        # tokens refused at one place before the word before it is taken back
 LONG_VOWELS = "اوی"
+MAX_FUNCTION_RUN = 2     # function words in a row (text.FUNCTION_WORDS); a third is taken back
 # A generated hemistich must scan at most this costly (in guessed vowels and licences): 90% of
 # Hafez's hemistichs do (measured on 60 ghazals of the `hafez` package: median 1.31, p90 2.91).
 MAX_READING_COST = 3.0
@@ -252,7 +253,8 @@ class VerseWriter:
         q = rhyme_key(rhyme.qafiya)
         if q not in self._pools:
             self._pools[q] = [w for w in _words_ending(q) if w in self.known and not self._glued(w)]
-        pool = [w for w in self._pools[q] if w not in self.used_rhyme_words]
+        said = set(words)
+        pool = [w for w in self._pools[q] if w not in self.used_rhyme_words and w not in said]
         return self.tracker.endings(words, pool, " ".join(rhyme.radif), limit)
 
     def _glued(self, word: str) -> bool:
@@ -387,7 +389,7 @@ class VerseWriter:
         end is refused at this place while more words can still fit the metre, or the last word
         is taken back when they cannot."""
         words = text.split()
-        if not self._known(words[-1]):
+        if not self._known(words[-1]) or (not (rhyme and rhyme.radif) and repeats(words)):
             draft.take_back_word()
             return _Verdict.REDRAW
         if self.tracker.complete(text) and (rhyme is None or rhyme.holds(text)):
@@ -401,9 +403,10 @@ class VerseWriter:
         return _Verdict.REDRAW
 
     def _keep_word(self, draft: _Draft, words: list[str]) -> bool:
-        """Whether the word just finished, `words[-1]`, stays: a known word after which the words
-        so far can still scan in the metre. One that is not is taken back."""
-        if self._known(words[-1]) and self.tracker.viable(words):
+        """Whether the word just finished, `words[-1]`, stays: a known word, not said before in the
+        hemistich, after which the words so far can still scan in the metre. One that is not is
+        taken back."""
+        if self._known(words[-1]) and not repeats(words) and self.tracker.viable(words):
             return True
         draft.take_back_word()
         return False
@@ -502,6 +505,17 @@ class VerseWriter:
         text = self._text(start)
         decoder.push(separator)
         return text
+
+
+def repeats(words: list[str]) -> bool:
+    """Whether the last of `words` repeats the hemistich: a word said before in it (other than
+    text.FREELY_REPEATED), or one function word too many in a row («به من به تو بر»). The radif is
+    written after this check and may repeat what it likes."""
+    last = words[-1]
+    if last not in FREELY_REPEATED and last in words[:-1]:
+        return True
+    run = words[-(MAX_FUNCTION_RUN + 1):]
+    return len(run) > MAX_FUNCTION_RUN and all(w in FUNCTION_WORDS for w in run)
 
 
 # Room for every key it is called with: the ten offered poets (data.corpus.OFFERED_POETS) and None.

@@ -349,7 +349,10 @@ async function drawPositions(used) {
   }));
   ctx.putImageData(image, 0, 0);
   $("pe-info").textContent = `${fa(data.positions)} جایگاه × ${fa(data.dim)} بعد؛ ` +
-    `${fa(Math.min(used, data.positions))} جایگاه نخست را توکن‌های این شعر پر کرده‌اند (پررنگ).`;
+    `${fa(Math.min(used, data.positions))} جایگاه نخست را توکن‌های این شعر پر کرده‌اند (پررنگ).` +
+    (data.positional === "rotary"
+      ? " این مدل جدول را به بردارها نمی‌افزاید (rotary): هر سر، پرسش و کلید را به همین زاویه‌ها می‌چرخاند."
+      : "");
   canvas.onmousemove = (e) => {
     const rect = canvas.getBoundingClientRect();
     const d = Math.floor((e.clientX - rect.left) / rect.width * data.dim);
