@@ -48,7 +48,7 @@ MIN_RHYME_COUNT = 8     # a rhyme word must end this many hemistichs of the trai
 MAX_CANDIDATES = 400    # rhyme words offered at once (the most frequent that fit)
 MAX_REFUSED = 32        # tokens refused at one place before the word before it is taken back
 LONG_VOWELS = "اوی"
-MAX_FUNCTION_RUN = 2     # function words in a row (text.FUNCTION_WORDS); a third is taken back
+MAX_FUNCTION_RUN = 3     # function words in a row (text.FUNCTION_WORDS); a fourth is taken back
 # A generated hemistich must scan at most this costly (in guessed vowels and licences): 90% of
 # Hafez's hemistichs do (measured on 60 ghazals of the `hafez` package: median 1.31, p90 2.91).
 MAX_READING_COST = 3.0
