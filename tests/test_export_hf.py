@@ -196,7 +196,10 @@ def test_a_modern_model_exports_as_nanochat_with_our_logits(modern_dirs, tie_emb
     assert (hc.num_hidden_layers, hc.num_attention_heads, hc.hidden_size, hc.intermediate_size) == (2, 4, 32, 128)
     assert hc.rms_norm_eps == 1e-5 and hc.hidden_act == "relu2" and not hc.tie_word_embeddings
     assert hc.final_logit_softcapping == (logit_softcap or None)
-    assert all(norm.eps == 1e-5 for layer in theirs.model.layers  # one epsilon, q/k norms included
+    def epsilon(norm):  # transformers 5.25 renamed it (eps -> variance_epsilon)
+        return norm.variance_epsilon if hasattr(norm, "variance_epsilon") else norm.eps
+
+    assert all(epsilon(norm) == 1e-5 for layer in theirs.model.layers  # one epsilon, q/k norms included
                for norm in (layer.input_layernorm, layer.post_attention_layernorm,
                             layer.self_attn.q_norm, layer.self_attn.k_norm))
     D = c.n_embd // c.n_head
