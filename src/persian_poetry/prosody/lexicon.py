@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..assets import LEXICON_PATH
 from ..data.corpus import OFFERED_POETS, read_jsonl
 from ..files import atomic_write
@@ -46,6 +44,7 @@ def build_lexicon(data: str | Path, poets: Iterable[str] | None = None, out: str
                   min_count: int = MIN_COUNT, max_words: int = MAX_WORDS, progress: bool = True) -> int:
     """Count every word of the train split's hemistichs, and how often each ends one (or stands
     before a one-word radif: the last two words), and write the lexicon; return its size."""
+    from tqdm import tqdm  # here, not at the top: every poem written imports this module, and tqdm costs 25 ms
 
     counts: Counter = Counter()
     finals: Counter = Counter()

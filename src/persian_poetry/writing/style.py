@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
-from tqdm import tqdm
 
 from ..assets import DEFAULT_MODEL_DIR
 from ..data.corpus import OFFERED_POETS, read_jsonl
@@ -105,6 +104,7 @@ def count_poet_tokens(data: str | Path, tokenizer, poets: Iterable[str] = OFFERE
                       progress: bool = True) -> np.ndarray:
     """(poets, vocab) counts of the tokens of each poet's train-split hemistichs, encoded as the
     model reads them in training (each hemistich alone, between separators)."""
+    from tqdm import tqdm  # here, not at the top: every poem written imports this module, and tqdm costs 25 ms
 
     poets = tuple(poets)
     counts = np.zeros((len(poets), tokenizer.vocab_size), dtype=np.int64)
