@@ -572,12 +572,9 @@ def cmd_explain(args) -> int:
             from .explain.plots import plot_positional
 
             config = load_model(args.model).config
-            if config.positional == "rotary":  # the same clocks, at the width of one head
-                head_dim = config.n_embd // config.n_head
-                plot_positional(lesson.positional_table(config.context_length, head_dim), args.plot, rotary=True)
-            else:
-                plot_positional(lesson.positional_table(config.context_length, config.n_embd), args.plot,
-                                scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None)
+            plot_positional(lesson.positional_table(config.context_length, config.position_width), args.plot,
+                            scale=1 / config.n_embd ** 0.5 if config.positional == "sinusoidal" else None,
+                            rotary=config.positional == "rotary")
             print(f"heat map written to {args.plot}", file=sys.stderr)
         return 0
     if step == "attention" and args.example:

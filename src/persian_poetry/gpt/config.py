@@ -60,6 +60,16 @@ class GPTConfig:
             return 16 * round(8 * self.n_embd / 3 / 16)  # two input matrices: 3 C h ~ 8 C^2, as 4 C wide
         return 4 * self.n_embd
 
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def position_width(self) -> int:
+        """Columns of the model's positional table as explain shows it: the width it adds a table
+        to, or with rotary positions one head's (the angles its queries and keys are turned by)."""
+        return self.head_dim if self.positional == "rotary" else self.n_embd
+
     @classmethod
     def from_dict(cls, data: dict) -> GPTConfig:
         # Unknown keys (from a newer version) are ignored; missing keys take today's defaults.

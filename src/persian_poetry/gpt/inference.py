@@ -51,7 +51,7 @@ class KVCache:
     overwritten by the next tokens)."""
 
     def __init__(self, config: GPTConfig, batch_size: int):
-        shape = (batch_size, config.n_head, config.context_length, config.n_embd // config.n_head)
+        shape = (batch_size, config.n_head, config.context_length, config.head_dim)
         self.k = [np.zeros(shape, dtype=np.float32) for _ in range(config.n_layer)]
         self.v = [np.zeros(shape, dtype=np.float32) for _ in range(config.n_layer)]
         self.length = 0
@@ -168,7 +168,7 @@ class InferenceGPT:
         if config.positional == "learned":
             self.positions = weights["position_embedding.weight"]
         elif config.positional == "rotary":
-            self.rotary = rotary_tables(config.context_length, config.n_embd // config.n_head)
+            self.rotary = rotary_tables(config.context_length, config.head_dim)
         else:  # scaled as model.GPT scales it (see its position_scale)
             scale = np.float32(1.0 / math.sqrt(config.n_embd))
             self.positions = sinusoidal_table(config.context_length, config.n_embd) * scale

@@ -46,7 +46,7 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far: a (B, H, T_max, D) tensor per layer each."""
 
     def __init__(self, config: GPTConfig, batch_size: int, device, dtype):
-        head_dim = config.n_embd // config.n_head
+        head_dim = config.head_dim
         shape = (batch_size, config.n_head, config.context_length, head_dim)
         # One tensor per layer, not one (layers, ...) tensor: indexing a layer out of it on every
         # append was measurable at batch 1.
@@ -230,7 +230,7 @@ class GPT(nn.Module):
         if config.positional == "learned":
             self.position_embedding = nn.Embedding(config.context_length, config.n_embd)
         elif config.positional == "rotary":
-            cos, sin = rotary_tables(config.context_length, config.n_embd // config.n_head)
+            cos, sin = rotary_tables(config.context_length, config.head_dim)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         else:

@@ -854,8 +854,7 @@ def create_app(poetry: PoetryModel | None = None, *, workers: int = 2, queue: in
             dim: int | None = Query(None, ge=1, le=MAX_TABLE_SIDE,
                                     description="columns; default: the model's width (rotary: one head's)"),
     ):
-        width = config.n_embd // config.n_head if config.positional == "rotary" else config.n_embd
-        dim = dim or min(width, MAX_TABLE_SIDE)
+        dim = dim or min(config.position_width, MAX_TABLE_SIDE)
         positions = positions or max(1, min(config.context_length, MAX_TABLE_VALUES // dim))
         if positions * dim > MAX_TABLE_VALUES:
             return _invalid("positions", f"at most {MAX_TABLE_VALUES} values (positions x dim), asked for "
