@@ -1,6 +1,7 @@
 """The tell-apart judge on the real corpus: its two controls and the generator's modes.
 
-Reads the offered poets' couplets once, then runs (a) real against the same couplets with their
+Reads the offered poets' couplets once, trains the reader every judge starts from (or reads it from
+the cache: `tell_apart.pretrained_reader`; --pretrain-steps 0 for judges from scratch), then runs (a) real against the same couplets with their
 words shuffled, (b) real against real (two disjoint samples), each at --controls-train/--controls-test
 couplets a class, and the judge against each --mode at --train/--test couplets a class (generated
 couplets come from the cache of `tell_apart.generated_couplets`, written where missing). One torch
@@ -41,6 +42,10 @@ def main() -> None:
     parser.add_argument("--controls-train", type=int, default=2000, help="0: no controls")
     parser.add_argument("--controls-test", type=int, default=500)
     parser.add_argument("--max-steps", type=int, default=ta.MAX_STEPS)
+    parser.add_argument("--pretrain-steps", type=int, default=ta.PRETRAIN_STEPS,
+                        help="the reader's pretraining steps (cached per corpus); 0: every judge from scratch")
+    parser.add_argument("--held-out", choices=list(ta.HELD_OUT), default="test",
+                        help="score the modes on the test split and seeds (reported) or the val ones (tuning)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -51,11 +56,13 @@ def main() -> None:
     torch.set_num_threads(1)
     one_blas_thread()
     started = time.perf_counter()
-    pools = ta.real_couplet_pools(args.data)
-    report = {"data": args.data, "recipe": ta.recipe() | {"max_steps": args.max_steps}, "modes": {}}
+    pools = ta.real_couplet_pools(args.data, ("train", "test", "val"))
+    report = {"data": args.data, "recipe": ta.recipe(args.pretrain_steps) | {"max_steps": args.max_steps},
+              "modes": {}}
     if args.controls_train:
         report["controls"] = ta.evaluate_controls(args.data, args.controls_train, args.controls_test,
-                                                  max_steps=args.max_steps, pools=pools)
+                                                  max_steps=args.max_steps, pools=pools,
+                                                  pretrain_steps=args.pretrain_steps)
         print(line("control: real vs shuffled", report["controls"]["shuffled"]), flush=True)
         print(line("control: real vs real", report["controls"]["real_vs_real"]), flush=True)
     if args.mode or not args.controls_train:
@@ -64,7 +71,9 @@ def main() -> None:
         poetry = load_model(args.model)
         for mode in args.mode or ["constrained"]:
             report["modes"][mode] = ta.evaluate_tell_apart(poetry, args.data, mode, args.train, args.test,
-                                                           max_steps=args.max_steps, pools=pools)
+                                                           max_steps=args.max_steps, pools=pools,
+                                                           held_out=args.held_out,
+                                                           pretrain_steps=args.pretrain_steps)
             print(line(f"real vs {mode}", report["modes"][mode]), flush=True)
     report["wall_seconds"] = round(time.perf_counter() - started)
     if args.out:

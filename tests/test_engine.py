@@ -202,3 +202,28 @@ def test_any_mix_of_pushes_and_rewinds_keeps_the_logits_of_the_window_held(posit
         assert held[:pinned] == written[:pinned]
         assert len(held) > pinned or len(written) == pinned  # some verse is held unless none is left
         assert np.allclose(decoder.logits, forward_last(model, held), **TIGHT)
+
+
+@pytest.mark.parametrize("pinned", [1, 3])
+def test_each_pushed_token_keeps_its_log_probability_through_rewinds_and_slides(pinned):
+    """`Decoder.logprobs` (what best-of-N ranks hemistichs by) is, for each token of the history,
+    the log-softmax of the logits it was drawn from: the full forward over the window held then."""
+    context = 16
+    model, runtime = tiny(context=context)
+    rng = random.Random(7 + pinned)
+    written = [rng.randrange(VOCAB) for _ in range(pinned + 2)]
+    decoder = Decoder(runtime, written, pinned=pinned)
+    expected = [0.0] * len(written)
+    for _ in range(80):
+        if rng.random() < 0.3 and len(written) > max(pinned, 1):
+            written = written[:max(max(pinned, 1), len(written) - rng.randint(1, 6))]
+            expected = expected[:len(written)]
+            decoder.rewind(len(written))
+        else:
+            token = rng.randrange(VOCAB)
+            logits = forward_last(model, window(decoder)).astype(np.float64)
+            expected.append(float(logits[token] - np.logaddexp.reduce(logits)))
+            written.append(token)
+            decoder.push(token)
+        assert len(decoder.logprobs) == len(decoder.history)
+        assert np.allclose(decoder.logprobs, expected, rtol=0.0, atol=1e-5)

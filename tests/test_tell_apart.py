@@ -15,6 +15,7 @@ import pytest
 from conftest import hafez_ghazals
 
 from persian_poetry.data.corpus import OFFERED_POETS
+from persian_poetry.errors import PoetryError
 from persian_poetry.judges import tell_apart as ta
 from persian_poetry.text import normalize
 from persian_poetry.writing import generate
@@ -168,7 +169,9 @@ def test_a_cache_the_writing_code_no_longer_writes_is_written_afresh(fake, tmp_p
     assert ta.generated_cache_path(fake, "free", 1, cache).with_suffix(".stale").exists()
 
 
-def test_the_spread_and_the_modes_reach_write_poem(fake, tmp_path, monkeypatch):
+@pytest.fixture
+def requests_made(fake, monkeypatch) -> list:
+    """The requests `write_poem` receives, in order (the fake writes the poems)."""
     requests = []
 
     def recording(poetry, request):
@@ -176,6 +179,11 @@ def test_the_spread_and_the_modes_reach_write_poem(fake, tmp_path, monkeypatch):
         return fake.write_poem(poetry, request)
 
     monkeypatch.setattr(generate, "write_poem", recording)
+    return requests
+
+
+def test_the_spread_and_the_modes_reach_write_poem(fake, tmp_path, requests_made):
+    requests = requests_made
     ta.generated_couplets(fake, "hot", 80, first_seed=10, cache_dir=tmp_path / "c", progress=False)
     assert [r.seed for r in requests] == list(range(10, 50))
     assert all(r.free and r.temperature == 1.2 for r in requests)
@@ -185,7 +193,7 @@ def test_the_spread_and_the_modes_reach_write_poem(fake, tmp_path, monkeypatch):
 
 
 def test_evaluate_keeps_held_out_seeds_and_couplets_apart(fake, tmp_path, corpus_path, one_thread):
-    report = ta.evaluate_tell_apart(fake, corpus_path, n_train=40, n_test=10, max_steps=3,
+    report = ta.evaluate_tell_apart(fake, corpus_path, n_train=40, n_test=10, max_steps=3, pretrain_steps=0,
                                     cache_dir=tmp_path / "c", progress=False)
     train_seeds = [s for s in fake.seeds if s < ta.TEST_FIRST_SEED]
     test_seeds = [s for s in fake.seeds if s >= ta.TEST_FIRST_SEED]
@@ -194,3 +202,51 @@ def test_evaluate_keeps_held_out_seeds_and_couplets_apart(fake, tmp_path, corpus
     assert report["real_train"] == report["generated_train"] == 40
     assert report["real_test"] == report["generated_test"] == 10 and report["dropped_as_seen"] == 0
     assert report["mode"] == "constrained" and report["steps"] == 3
+
+
+def test_best_of_modes_ask_for_constrained_hemistichs_chosen_among_n(fake, tmp_path, requests_made):
+    ta.generated_couplets(fake, "best-of-4", 20, first_seed=3, cache_dir=tmp_path / "c", progress=False)
+    assert requests_made and all(r.best_of == 4 and not r.free for r in requests_made)
+    assert ta.generated_cache_path(fake, "best-of-4", 3, tmp_path / "c") != ta.generated_cache_path(
+        fake, "constrained", 3, tmp_path / "c")
+
+
+def test_tuning_scores_on_the_val_split_and_seeds_never_the_reported_ones(fake, tmp_path, corpus_path, one_thread):
+    pools = ta.real_couplet_pools(corpus_path, ("train", "val", "test"))
+    report = ta.evaluate_tell_apart(fake, corpus_path, n_train=40, n_test=4, max_steps=3, cache_dir=tmp_path / "c",
+                                    progress=False, pools=pools, held_out="val", pretrain_steps=0)
+    held = [s for s in fake.seeds if s >= ta.TEST_FIRST_SEED]
+    assert held and all(s >= ta.VAL_FIRST_SEED for s in held)
+    assert report["held_out"] == "val" and report["test_seeds"][0] == ta.VAL_FIRST_SEED
+    with pytest.raises(PoetryError, match="held_out"):
+        ta.evaluate_tell_apart(fake, corpus_path, n_train=40, n_test=4, max_steps=3, cache_dir=tmp_path / "c",
+                               progress=False, pools=pools, held_out="train", pretrain_steps=0)
+
+
+def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it(corpus_path, tmp_path, couplets,
+                                                                                 one_thread, monkeypatch):
+    import torch
+
+    from persian_poetry.prosody.classifier import MetreClassifier
+
+    reader = ta.pretrained_reader(corpus_path, cache_dir=tmp_path, progress=False, steps=20, couplets=300)
+    assert reader.path.exists() and reader.steps == 20 and 0.0 <= reader.val_accuracy <= 1.0
+    fit = ta._fit
+    monkeypatch.setattr(ta, "_fit", lambda *a, **k: pytest.fail("the cached reader was trained again"))
+    again = ta.pretrained_reader(corpus_path, cache_dir=tmp_path, progress=False, steps=20, couplets=300)
+    assert again.weights.keys() == reader.weights.keys()
+    assert all(torch.equal(again.weights[k], reader.weights[k]) for k in reader.weights)
+    assert again.val_accuracy == reader.val_accuracy
+    assert len({reader.path, ta.reader_cache_path(corpus_path, 21, 300, tmp_path),
+                ta.reader_cache_path(corpus_path, 20, 301, tmp_path)}) == 3
+    monkeypatch.setattr(ta, "_fit", fit)
+    # A judge given no steps is the reader itself: it starts from those weights, not from new ones.
+    real, fake = couplets[:40], ta.shuffle_words(couplets[:40], seed=1)
+    real_test, fake_test = couplets[500:560], ta.shuffle_words(couplets[500:560], seed=2)
+    result = ta.tell_apart(real, fake, real_test, fake_test, progress=False, max_steps=0, reader=reader)
+    network = MetreClassifier(ta._judge_config())
+    network.load_state_dict(reader.weights)
+    predicted = network.probabilities([ta.model_text(c) for c in real_test + fake_test]).argmax(-1).numpy()
+    expected = ((predicted[:60] == 0).sum() + (predicted[60:] == 1).sum()) / 120
+    assert result.accuracy == round(float(expected), 4)
+    assert result.recipe["pretrain"]["steps"] == 20 and result.recipe["learning_rate"] == ta.FINE_TUNE_LEARNING_RATE

@@ -16,7 +16,14 @@ from persian_poetry.prosody.rhyme import rhyming_positions
 from persian_poetry.prosody.scansion import MetreTracker, scan_hemistich, syllable_counts
 from persian_poetry.writing.bundle import load_model
 from persian_poetry.writing.generate import PoemRequest, write_poem
-from persian_poetry.writing.verse import MAX_FUNCTION_RUN, MIN_POET_VOCABULARY, RhymeSpec, qafiya_of, repeats
+from persian_poetry.writing.verse import (
+    MAX_FUNCTION_RUN,
+    MIN_POET_VOCABULARY,
+    RhymeSpec,
+    VerseWriter,
+    qafiya_of,
+    repeats,
+)
 
 HAFEZ = "که عشق آسان نمود اول ولی افتاد مشکل‌ها"  # هزج مثمن سالم, Ganjoor metre 2
 
@@ -183,6 +190,48 @@ def test_the_lexicon_is_built_from_the_train_split(tmp_path):
     assert words["دل"] == 6 and words["یار"] == 3
     assert set(load_rhyme_lexicon(out)) == {"یار", "کار", "به"}  # last two words of each hemistich
     assert poet_words("hafez", out) == {"دل", "من", "به", "یار", "غم", "کار"} and not poet_words("saadi", out)
+
+
+def _logprob_per_char(poetry, prefix: list[int], tokens: list[int], chars: int) -> float:
+    """The model's log-probability of `tokens` after `prefix`, per character, by one full forward."""
+    ids = prefix + tokens
+    logits, _ = poetry.model.forward(np.array([ids]))
+    logits = logits[0].astype(np.float64)
+    at = range(len(prefix) - 1, len(ids) - 1)
+    return sum(logits[i, ids[i + 1]] - np.logaddexp.reduce(logits[i]) for i in at) / chars
+
+
+def test_best_of_keeps_the_likeliest_candidate_of_each_hemistich(shipped, monkeypatch):
+    """best_of=3: every hemistich is written three times from the same place; the poem keeps, at
+    each place, the candidate with the highest log-probability per character under the model alone
+    (scored here by a fresh forward pass, not by the decoder's bookkeeping)."""
+    written = []  # (history before, candidate tokens, text, relaxed) of every candidate
+    original = VerseWriter.write
+
+    def recording(self, separator, rhyme):
+        start = len(self.decoder.history)
+        result = original(self, separator, rhyme)
+        history = self.decoder.history
+        written.append((list(history[:start]), list(history[start:]), result.text, result.relaxed))
+        return result
+
+    monkeypatch.setattr(VerseWriter, "write", recording)
+    poem = write_poem(shipped, PoemRequest(poet="hafez", form="ghazal", couplets=2, metre=2, seed=11, best_of=3))
+    assert len(written) == 4 * 3
+    hemistichs = [h for couplet in poem.couplets for h in couplet]
+    for place in range(4):
+        candidates = written[3 * place:3 * place + 3]
+        assert all(c[0] == candidates[0][0] for c in candidates)  # all written from the same place
+        scores = [(not relaxed, _logprob_per_char(shipped, before, tokens, len(text) + 1))
+                  for before, tokens, text, relaxed in candidates]
+        best = max(range(3), key=lambda i: scores[i])
+        assert hemistichs[place] == candidates[best][2]
+        if place < 3:  # the next place is written after the kept candidate
+            assert written[3 * place + 3][0] == candidates[best][0] + candidates[best][1]
+    with pytest.raises(PoetryError, match="best-of"):
+        write_poem(shipped, PoemRequest(best_of=0))
+    with pytest.raises(PoetryError, match="free"):
+        write_poem(shipped, PoemRequest(best_of=2, free=True))
 
 
 def test_bad_constraint_requests(shipped):

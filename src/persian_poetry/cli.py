@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import PoetryError
 from .gpt.config import PRESETS, command_line_options
-from .writing.request import MAX_STRENGTH, PoemRequest
+from .writing.request import MAX_BEST_OF, MAX_STRENGTH, PoemRequest
 
 DEFAULTS = PoemRequest()
 # The modules of the optional extras (pyproject.toml): what needs them, and the extra to install.
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style", type=float, default=DEFAULTS.style, metavar="STRENGTH",
                    help=f"weight of the poet's word preferences counted on his verse, 0 to {MAX_STRENGTH} "
                         f"(default {DEFAULTS.style}; 0: the model alone)")
+    g.add_argument("--best-of", type=int, default=DEFAULTS.best_of, metavar="N",
+                   help=f"write each hemistich N times and keep the one the model finds likeliest, 1 to "
+                        f"{MAX_BEST_OF} (default {DEFAULTS.best_of}; about N times slower)")
     g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g.add_argument("--no-stream", action="store_true", help="print the poem once it is complete")
     g.add_argument("--json", action="store_true", help="print the poem as JSON")
@@ -182,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compare", action="store_true", help="both: constrained, then free (the corpus read once)")
     v.add_argument("--style", type=float, default=None, metavar="STRENGTH",
                    help="poet-style strength for every poem (default: generate's default; 0: the model alone)")
+    v.add_argument("--best-of", type=int, default=None, metavar="N",
+                   help="candidates a hemistich for the constrained poems (default: generate's default)")
     v.add_argument("--first-seed", type=int, default=1000, help="seed of the first poem (the next get +1, +2, ...)")
     v.add_argument("--out", default=None, help="write the full report (every poem) as JSON here")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -203,16 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes it")
 
     tj = sub.add_parser("tell-apart", help="how often a fresh classifier tells generated couplets from real ones",
-                        description="Train a fresh judge (a character BiGRU with a fixed recipe, judges/tell_apart.py) on "
+                        description="Train a fresh judge (a character BiGRU with a fixed recipe, judges/tell_apart.py), "
+                                    "starting from a reader that learned word order on real verse against its own "
+                                    "shuffles (trained once per corpus, about 15 minutes on one thread, then cached), on "
                                     "real train-split couplets of the offered poets against couplets the model writes, and "
                                     "report its accuracy on held-out couplets, equal numbers of each: 50%% means the two "
                                     "cannot be told apart. Generated couplets are cached under the cache folder "
                                     "(tell-apart/), so a rerun with the same model writes nothing.")
     tj.add_argument("--data", required=True, help="Ganjoor-schema JSONL (train split to train on, test split to score)")
     tj.add_argument("--model", default=None, help="model directory (default: the shipped model)")
-    tj.add_argument("--mode", action="append", choices=["constrained", "free", "hot"], default=None,
-                    help="how the poems are written: constrained (default), free, or hot (free at temperature 1.2); "
-                         "repeat for several")
+    tj.add_argument("--mode", action="append", choices=["constrained", "free", "hot", "best-of-2", "best-of-4"],
+                    default=None, help="how the poems are written: constrained (default), free, hot (free at "
+                                       "temperature 1.2), or best-of-N (each hemistich the likeliest of N); repeat for several")
     tj.add_argument("--train", type=int, default=5000, help="training couplets of each class (default 5000)")
     tj.add_argument("--test", type=int, default=1000, help="held-out couplets of each class (default 1000)")
     tj.add_argument("--controls", action="store_true",
@@ -288,7 +295,8 @@ def cmd_generate(args) -> int:
     request = PoemRequest(poet=args.poet, form=args.form, couplets=args.couplets, metre=args.metre,
                           rhyme=args.rhyme, radif=args.radif, first=args.first, free=args.free,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                          vowel_marks=args.vowel_marks, style=args.style)
+                          vowel_marks=args.vowel_marks, style=args.style,
+                          best_of=args.best_of)
     stream = not (args.no_stream or args.json)
     on_event = _terminal_streamer() if stream else None
     poem = write_poem(poetry, request, on_event=on_event)
@@ -463,7 +471,7 @@ def cmd_evaluate_generation(args) -> int:
     train = read_train_text(args.data)
     modes = [False, True] if args.compare else [args.free]
     reports = [evaluate_generation(poetry, args.data, n=args.poems, free=free, train=train, style=args.style,
-                                   first_seed=args.first_seed) for free in modes]
+                                   first_seed=args.first_seed, best_of=args.best_of) for free in modes]
     if args.out:
         Path(args.out).write_text(json.dumps(reports if args.compare else reports[0], ensure_ascii=False, indent=1),
                                   encoding="utf-8")

@@ -60,6 +60,9 @@ class Decoder:
     the cache and takes up the logits kept from when the history had that length (a third of a
     ghazal's decoding steps went into recomputing them); stepping back past a window slide re-reads
     the window from the token history.
+
+    It also keeps the model's log-probability of each pushed token (`logprobs`, 0 for the prompt),
+    so that a caller can compare continuations by how likely the model finds them.
     """
 
     def __init__(self, model: InferenceGPT, prompt: list[int], pinned: int):
@@ -72,6 +75,7 @@ class Decoder:
                              f"{self.context}-token context")
         self.pinned = pinned
         self.history = list(prompt)
+        self.logprobs = [0.0] * len(prompt)  # of each history token, given the tokens before it
         self._refill(self.history[:pinned] + self.history[pinned:][-(self.context - pinned):])
 
     def _refill(self, window: list[int]) -> None:
@@ -83,6 +87,8 @@ class Decoder:
 
     def push(self, token: int) -> None:
         """Append a token; the logits then predict the one after it."""
+        top = float(self.logits.max())
+        self.logprobs.append(float(self.logits[token]) - top - float(np.log(np.exp(self.logits - top).sum())))
         self.history.append(token)
         if self.cache.length == self.context:  # the window is full: slide it, header kept
             keep = (self.context - self.pinned) // 2
@@ -99,6 +105,7 @@ class Decoder:
         if drop == 0:
             return
         del self.history[length:]
+        del self.logprobs[length:]
         if self.cache.length - drop > self.pinned:  # the kept tokens are still in the cache, in order
             self.cache.length -= drop
             if length in self._logits_at:

@@ -339,18 +339,22 @@ def distinct_2(poems: list[list[list[str]]]) -> float:
 
 def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = False, seed: int = 0,
                         train: TrainText | None = None, progress: bool = True, poet_classifier=None,
-                        judge_poets: bool = True, style: float | None = None, first_seed: int = 1000) -> dict:
+                        judge_poets: bool = True, style: float | None = None, first_seed: int = 1000,
+                        best_of: int | None = None) -> dict:
     """Write `n` poems and score them (see the module docstring); returns the report as a dict.
     `style` overrides the requests' poet-style strength (default: `style.DEFAULT_STRENGTH`);
+    `best_of` their candidates a hemistich (constrained poems only; default: `DEFAULT_BEST_OF`);
     `first_seed` is the first poem's seed (tuning uses other seeds than the reported run)."""
 
     train = train or read_train_text(data, progress=progress)
     catalogue = {m.id: m for m in load_catalogue()}
     metres = sorted((m for m in poetry.controls.metres if m in catalogue), key=lambda m: -catalogue[m].poems)[:10]
     requests = make_requests(n, metres, train, seed, first_seed=first_seed)
-    if style is not None:
-        for request in requests:
+    for request in requests:
+        if style is not None:
             request.style = style
+        if best_of is not None and not free:
+            request.best_of = best_of
     classifier = (poet_classifier or load_poet_classifier()) if judge_poets else None
     scores = []
     for request in tqdm(requests, desc="writing poems", unit=" poems", disable=not progress):
@@ -365,6 +369,7 @@ def evaluate_generation(poetry, data: str | Path, n: int = 100, free: bool = Fal
         scores.append(score)
     report = summarize(scores, free, metres)
     report["style"] = requests[0].style if requests else style
+    report["best_of"] = requests[0].best_of if requests else best_of
     report["style_prior"] = poetry.style is not None
     report["real_poems_reference"] = judge_real_poems(train.reference)
     return report

@@ -143,8 +143,9 @@ def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_bud
 def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val_texts: list[str], val_labels: list,
                    time_budget: float = 900, batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
                    progress: bool = True, balanced: bool = False, bag_lr_scale: float = 10.0,
-                   max_steps: int | None = None) -> tuple[MetreClassifier, dict]:
-    """The training loop of both classifiers: AdamW on a cosine schedule that spans the time
+                   max_steps: int | None = None, initial: dict | None = None) -> tuple[MetreClassifier, dict]:
+    """The training loop of both classifiers (and of the tell-apart judge, which starts from
+    `initial` weights: a state dict of the same network): AdamW on a cosine schedule that spans the time
     budget (or `max_steps`, whichever ends first), val accuracy every 500 steps, and the best
     checkpoint kept.
 
@@ -177,6 +178,8 @@ def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val
         return np.array([pools[i][rng.integers(len(pools[i]))] for i in rng.integers(0, len(pools), size=batch_size)])
 
     model = MetreClassifier(config)
+    if initial is not None:
+        model.load_state_dict(initial)
     bag = [p for name, p in model.named_parameters() if name.startswith("bag.")]
     rest = [p for name, p in model.named_parameters() if not name.startswith("bag.")]
     optimizer = torch.optim.AdamW([{"params": rest, "scale": 1.0}, {"params": bag, "scale": bag_lr_scale}],

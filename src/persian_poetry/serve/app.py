@@ -106,7 +106,7 @@ from ..text import normalize
 from ..writing import generate
 from ..writing.bundle import PoetryModel, load_model
 from ..writing.generate import validate_request
-from ..writing.request import FORM_COUPLETS, MAX_COUPLETS, MAX_STRENGTH, PoemRequest
+from ..writing.request import FORM_COUPLETS, MAX_BEST_OF, MAX_COUPLETS, MAX_STRENGTH, PoemRequest
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_TEXT_CHARS = 4000  # the longest text /api/scan and /api/explain/* accept (a long qasida)
@@ -158,6 +158,8 @@ class GenerateIn(BaseModel):
     vowel_marks: bool = Field(False, description="allow short-vowel marks and tashdid")
     style: float = Field(DEFAULTS.style, ge=0, le=MAX_STRENGTH,
                          description="weight of the poet's word preferences (0: the model alone)")
+    best_of: int = Field(DEFAULTS.best_of, ge=1, le=MAX_BEST_OF,
+                         description="candidates for each hemistich, the model's likeliest kept (constrained only)")
 
 
 class TextIn(BaseModel):

@@ -30,6 +30,7 @@ from ..text import DIACRITICS, normalize
 from .bundle import PoetryModel
 from .request import (
     FORM_COUPLETS,
+    MAX_BEST_OF,
     MAX_COUPLETS,
     MAX_HEMISTICH_CHARS,
     MAX_RHYME_INPUT,
@@ -104,6 +105,10 @@ def _checked_request(poetry: PoetryModel, request: PoemRequest) -> tuple[PoemReq
             raise PoetryError(f"first: give 1 to {2 * couplets - 1} non-empty hemistichs to continue")
     if not 0 <= request.style <= MAX_STRENGTH:
         raise PoetryError(f"style strength must be between 0 and {MAX_STRENGTH}, got {request.style}")
+    if not 1 <= request.best_of <= MAX_BEST_OF:
+        raise PoetryError(f"best-of must be between 1 and {MAX_BEST_OF}, got {request.best_of}")
+    if request.free and request.best_of > 1:
+        raise PoetryError("best-of chooses among constrained hemistichs; it does not apply with --free")
     try:
         Sampling(request.temperature, request.top_k, request.top_p)
     except ValueError as err:
@@ -352,7 +357,7 @@ def _write_constrained(poetry, request, couplets, seed, sampling, generator, on_
                 decoder.push(token)
             text = first[i]
         else:
-            result = writer.write(separator, target)
+            result = writer.write_best(separator, target, request.best_of)
             text = result.text
             report["tries"] += result.tries
             report["restarts"] += result.restarts

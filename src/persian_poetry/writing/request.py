@@ -11,6 +11,9 @@ from ..gpt.sampling import Sampling
 # The poet style prior's weight (writing/style.py): 0 is the model alone.
 DEFAULT_STRENGTH = 2.0
 MAX_STRENGTH = 4.0
+# Hemistichs written for each place, the one the model finds likeliest kept (constrained writing only).
+DEFAULT_BEST_OF = 1
+MAX_BEST_OF = 8
 
 
 # Forms one can ask for, with their usual length in couplets.
@@ -37,6 +40,7 @@ class PoemRequest:
     seed: int | None = None  # None: a random seed, reported in the result
     vowel_marks: bool = False  # allow short-vowel marks and tashdid (most verse is written without)
     style: float = DEFAULT_STRENGTH  # weight of the poet's token preferences (style.py); 0: the model alone
+    best_of: int = DEFAULT_BEST_OF  # candidates for each hemistich; the model's likeliest per character is kept
 
 
 @dataclass

@@ -318,6 +318,34 @@ class VerseWriter:
         result.text = self._free(separator, rhyme, result)
         return result
 
+    def write_best(self, separator: int, rhyme: RhymeSpec | None, n: int) -> HemistichResult:
+        """Write the hemistich n times from the same place and keep the candidate the model finds
+        likeliest per character (its tokens' log-probabilities under the model alone, without the
+        style prior or the constraints), preferring those that keep the metre. The decoder ends
+        after the kept candidate's separator; the tries and restarts of all n are counted."""
+        if n <= 1:
+            return self.write(separator, rhyme)
+        start = len(self.decoder.history)
+        used = set(self.used_rhyme_words)
+        best = None  # (keeps the metre, log-probability per character, tokens, result, rhyme words used)
+        tries = restarts = 0
+        for _ in range(n):
+            self.decoder.rewind(start)
+            self.used_rhyme_words = set(used)
+            result = self.write(separator, rhyme)
+            tries, restarts = tries + result.tries, restarts + result.restarts
+            score = sum(self.decoder.logprobs[start:]) / (len(result.text) + 1)
+            candidate = (not result.relaxed, score, self.decoder.history[start:], result, self.used_rhyme_words)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        _, _, tokens, result, self.used_rhyme_words = best
+        if self.decoder.history[start:] != tokens:
+            self.decoder.rewind(start)
+            for token in tokens:
+                self.decoder.push(token)
+        result.tries, result.restarts = tries, restarts
+        return result
+
     def _text(self, start: int) -> str:
         return self.tok.decode(self.decoder.history[start:])
 
