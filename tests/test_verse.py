@@ -19,6 +19,7 @@ from persian_poetry.writing.generate import PoemRequest, write_poem
 from persian_poetry.writing.verse import (
     MAX_FUNCTION_RUN,
     MIN_POET_VOCABULARY,
+    HemistichResult,
     RhymeSpec,
     VerseWriter,
     qafiya_of,
@@ -286,3 +287,28 @@ def test_taking_a_word_back_rewinds_bans_its_first_token_and_forgets_what_came_a
     assert decoder.history == [1, 2, 10, 11] and draft.tries == 2
     assert draft.bans == {4: {12}} and draft.word_starts == [2, 4]
     assert draft.refused(4) == {12} and draft.refused(3) == set()
+
+
+def test_a_hemistich_written_with_the_metre_relaxed_still_says_no_word_twice(shipped):
+    """When the metre is given up (`VerseWriter._free`), the repetition rule still holds: at 1.5 the
+    model alone repeats itself within a line often enough that forty lines show it without the rule."""
+    from persian_poetry.gpt.engine import Engine, Sampling, new_generator
+    from persian_poetry.writing.generate import _separator_for
+
+    tok = shipped.tokenizer
+    separator = _separator_for(shipped, 0, 7)
+
+    def everything(ids):
+        return np.ones(tok.vocab_size, dtype=bool)
+
+    lines = []
+    for seed in range(40):
+        decoder = Engine(shipped.model).decoder([tok.token_to_id("<|body|>")], 1)
+        writer = VerseWriter(shipped, decoder, Sampling(temperature=1.5), new_generator(seed), 2, everything,
+                             poet="hafez")
+        writer._start = len(decoder.history)
+        lines.append(writer._free(separator, None, HemistichResult("")))
+    assert len([line for line in lines if verse_words(line)]) >= 30
+    for line in lines:
+        words = verse_words(line)
+        assert not any(repeats(words[:i + 1]) for i in range(1, len(words))), line

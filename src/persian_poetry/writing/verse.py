@@ -515,14 +515,29 @@ class VerseWriter:
         wants the rhyme, a rhyme word of its choice and the radif."""
         decoder, start = self.decoder, len(self.decoder.history)
         words = 0
+        word_starts = [start]
+        refused: dict[int, set[int]] = {}  # position -> first tokens of words taken back there
         for _ in range(60):
-            token = self._sample(decoder.logits, set() if len(decoder.history) > start else {separator})
-            if token is None or token == separator:
+            position = len(decoder.history)
+            token = self._sample(decoder.logits, refused.get(position, set()) | ({separator} if position == start else set()))
+            if token is None:
+                break
+            ends_word = token == separator or self.starts_word[token]
+            if ends_word and len(word_starts) > 1 and repeats(verse_words(self._text(start))):
+                # The word just finished repeats the line (the metre is given up here, the rule is not):
+                # take it back and refuse its first token there.
+                refused.setdefault(word_starts[-1], set()).add(decoder.history[word_starts[-1]])
+                decoder.rewind(word_starts.pop())
+                words -= 1
+                continue
+            if token == separator:
                 break
             if self.starts_word[token]:
                 words += 1
                 if words >= 7:
                     break
+                if position > start:
+                    word_starts.append(position)
             decoder.push(token)
         if rhyme is not None:
             pool = self._pools.get(rhyme_key(rhyme.qafiya)) or _words_ending(rhyme_key(rhyme.qafiya))
