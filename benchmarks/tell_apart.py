@@ -59,10 +59,11 @@ def main() -> None:
     pools = ta.real_couplet_pools(args.data, ("train", "test", "val"))
     report = {"data": args.data, "recipe": ta.recipe(args.pretrain_steps) | {"max_steps": args.max_steps},
               "modes": {}}
+    reader = ta.pretrained_reader(args.data, pools, steps=args.pretrain_steps) if args.pretrain_steps else None
     if args.controls_train:
         report["controls"] = ta.evaluate_controls(args.data, args.controls_train, args.controls_test,
                                                   max_steps=args.max_steps, pools=pools,
-                                                  pretrain_steps=args.pretrain_steps)
+                                                  pretrain_steps=args.pretrain_steps, reader=reader)
         print(line("control: real vs shuffled", report["controls"]["shuffled"]), flush=True)
         print(line("control: real vs real", report["controls"]["real_vs_real"]), flush=True)
     if args.mode or not args.controls_train:
@@ -73,7 +74,7 @@ def main() -> None:
             report["modes"][mode] = ta.evaluate_tell_apart(poetry, args.data, mode, args.train, args.test,
                                                            max_steps=args.max_steps, pools=pools,
                                                            held_out=args.held_out,
-                                                           pretrain_steps=args.pretrain_steps)
+                                                           pretrain_steps=args.pretrain_steps, reader=reader)
             print(line(f"real vs {mode}", report["modes"][mode]), flush=True)
     report["wall_seconds"] = round(time.perf_counter() - started)
     if args.out:

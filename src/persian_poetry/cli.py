@@ -516,18 +516,20 @@ def cmd_evaluate(args) -> int:
 
 def cmd_tell_apart(args) -> int:
     from .gpt.inference import one_blas_thread
-    from .judges.tell_apart import evaluate_controls, evaluate_tell_apart, real_couplet_pools
+    from .judges.tell_apart import evaluate_controls, evaluate_tell_apart, pretrained_reader, real_couplet_pools
     from .writing.bundle import load_model
 
     one_blas_thread()  # for the whole command (see evaluate-generation); the judge trains on one torch thread
     progress = not args.no_progress
     poetry = load_model(args.model)
     pools = real_couplet_pools(args.data)  # the corpus read once for every run
+    reader = pretrained_reader(args.data, pools, progress=progress)  # and the reader loaded (or trained) once
     report = {"modes": {mode: evaluate_tell_apart(poetry, args.data, mode, args.train, args.test, progress=progress,
-                                                  pools=pools)
+                                                  pools=pools, reader=reader)
                         for mode in args.mode or ["constrained"]}}
     if args.controls:
-        report["controls"] = evaluate_controls(args.data, args.train, args.test, progress=progress, pools=pools)
+        report["controls"] = evaluate_controls(args.data, args.train, args.test, progress=progress, pools=pools,
+                                               reader=reader)
     if args.out:
         Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     if args.json:

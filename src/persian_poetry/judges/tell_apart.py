@@ -549,17 +549,19 @@ def evaluate_tell_apart(poetry, data: str | Path = DEFAULT_DATA, mode: str = "co
                         n_test: int = 1000, seed: int = SEED, max_steps: int = MAX_STEPS,
                         cache_dir: str | Path | None = None, progress: bool = True,
                         pools: dict[str, Pool] | None = None, held_out: str = "test",
-                        pretrain_steps: int = PRETRAIN_STEPS) -> dict:
+                        pretrain_steps: int = PRETRAIN_STEPS, reader: Reader | None = None) -> dict:
     """Train the judge, from the reader (`pretrained_reader`, trained first where it is not cached;
     pretrain_steps 0: from scratch), on n_train real train-split couplets against n_train generated
     ones (seeds from TRAIN_FIRST_SEED), score it on n_test real couplets of the `held_out` split
     ("test": the reported figure; "val": for tuning) and n_test generated ones (seeds from
-    HELD_OUT[held_out]); the result's dict with the mode, the data and the model's key."""
+    HELD_OUT[held_out]); the result's dict with the mode, the data and the model's key. A `reader`
+    already loaded is used as it is (a run over several modes reads it once)."""
     if held_out not in HELD_OUT:
         raise PoetryError(f"held_out must be one of {', '.join(HELD_OUT)}, got {held_out!r}")
     first_held = HELD_OUT[held_out]
     pools = pools or real_couplet_pools(data, ("train", held_out))
-    reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps) if pretrain_steps else None
+    if reader is None and pretrain_steps:
+        reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps)
     real_train = sample_couplets(pools["train"], n_train, seed)
     real_test = sample_couplets(pools[held_out], n_test, seed + 1)
     fake_train, train_poems = _generated(poetry, mode, n_train, TRAIN_FIRST_SEED, cache_dir, progress)
@@ -578,12 +580,14 @@ def evaluate_tell_apart(poetry, data: str | Path = DEFAULT_DATA, mode: str = "co
 
 def evaluate_controls(data: str | Path = DEFAULT_DATA, n_train: int = 2000, n_test: int = 500, seed: int = SEED,
                       max_steps: int = MAX_STEPS, progress: bool = True, pools: dict[str, Pool] | None = None,
-                      cache_dir: str | Path | None = None, pretrain_steps: int = PRETRAIN_STEPS) -> dict:
+                      cache_dir: str | Path | None = None, pretrain_steps: int = PRETRAIN_STEPS,
+                      reader: Reader | None = None) -> dict:
     """Both controls on real couplets of `data`, n_train training and n_test held-out couplets a
     class, each judge trained from the reader as `evaluate_tell_apart`'s: (a) real against the
     same couplets shuffled, (b) real against real (two disjoint samples)."""
     pools = pools or real_couplet_pools(data)
-    reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps) if pretrain_steps else None
+    if reader is None and pretrain_steps:
+        reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps)
     train = sample_couplets(pools["train"], 2 * n_train, seed)
     test = sample_couplets(pools["test"], 2 * n_test, seed + 1)
     shuffled = control_shuffled(train[:n_train], test[:n_test], seed, progress, max_steps, reader=reader)
