@@ -33,7 +33,6 @@ def main() -> None:
     import torch
 
     from persian_poetry.gpt.inference import one_blas_thread
-    from persian_poetry.prosody.classifier import MetreClassifier
 
     torch.set_num_threads(ta.THREADS)
     one_blas_thread()
@@ -41,7 +40,7 @@ def main() -> None:
     started = time.perf_counter()
     pools = ta.real_couplet_pools(args.data)
     reader = ta.pretrained_reader(args.data, pools, steps=args.steps, couplets=args.couplets)
-    network = MetreClassifier(ta._judge_config())
+    network = ta.judge_network()
     network.load_state_dict(reader.weights)
     real = ta.sample_couplets(pools["test"], args.test, ta.SEED + 1)
     texts = [ta.model_text(c) for c in real + ta.shuffle_words(real, ta.SEED + 1)]

@@ -227,8 +227,6 @@ def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it
                                                                                  one_thread, monkeypatch):
     import torch
 
-    from persian_poetry.prosody.classifier import MetreClassifier
-
     reader = ta.pretrained_reader(corpus_path, cache_dir=tmp_path, progress=False, steps=20, couplets=300)
     assert reader.path.exists() and reader.steps == 20 and 0.0 <= reader.val_accuracy <= 1.0
     fit = ta._fit
@@ -244,9 +242,31 @@ def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it
     real, fake = couplets[:40], ta.shuffle_words(couplets[:40], seed=1)
     real_test, fake_test = couplets[500:560], ta.shuffle_words(couplets[500:560], seed=2)
     result = ta.tell_apart(real, fake, real_test, fake_test, progress=False, max_steps=0, reader=reader)
-    network = MetreClassifier(ta._judge_config())
+    network = ta.judge_network()
     network.load_state_dict(reader.weights)
     predicted = network.probabilities([ta.model_text(c) for c in real_test + fake_test]).argmax(-1).numpy()
     expected = ((predicted[:60] == 0).sum() + (predicted[60:] == 1).sum()) / 120
     assert result.accuracy == round(float(expected), 4)
     assert result.recipe["pretrain"]["steps"] == 20 and result.recipe["learning_rate"] == ta.FINE_TUNE_LEARNING_RATE
+
+
+def test_the_readers_checkpoint_is_chosen_on_both_classes_however_many_couplets_it_reads(couplets):
+    real, fake = couplets[:400], ta.shuffle_words(couplets[:400], seed=1)
+    texts, labels, val_texts, val_labels = ta._training_sets(real, fake, seed=3, max_val=7)
+    assert val_labels.count("real") == val_labels.count("generated") == 7
+    assert len(texts) == 2 * (400 - 7) and not set(val_texts) & set(texts)
+    assert ta._training_sets(real, fake, seed=3)[3].count("real") == round(ta.VAL_SHARE * 400)
+
+
+def test_the_judge_reads_words_in_their_order():
+    from persian_poetry.prosody.classifier_inference import ClassifierConfig, encode_word_sequence
+
+    forward, backward = encode_word_sequence(["دل من - جان تو", "تو جان - من دل"], ta.WORD_BUCKETS, ta.DROP)
+    assert forward.tolist() == backward[::-1].tolist() and len(set(forward.tolist())) == 5
+    assert forward.min() >= 1 and forward.max() <= ta.WORD_BUCKETS
+    network = ta.judge_network()
+    ids, words = network.encode(["دل من - جان تو", "تو جان - من دل"])
+    assert words.tolist() == [forward.tolist(), backward.tolist()]
+    assert network(ids, words).shape == (2, 2)
+    with pytest.raises(ValueError, match="bag of words"):
+        ta.judge_network(ClassifierConfig(labels=ta.LABELS, words=8))

@@ -5,10 +5,11 @@ This one is trained afresh each time, with a fixed recipe, to tell real couplets
 the current generator writes; its accuracy on held-out couplets, equal numbers of each, is the
 figure: 50% means the generated couplets cannot be told from real ones, 100% that every one can.
 
-- The unit is a couplet, its two hemistichs joined with " / " (`couplet_text`). The network is the
-  metre classifier's (`prosody.classifier.MetreClassifier`: characters, a BiGRU, mean+max pooling,
-  a linear layer) with labels "real" and "generated" and no bag of words (`words=0`): it reads the
-  text in order, so a bag of the canon's words in the wrong order does not pass. It ignores short-vowel
+- The unit is a couplet, its two hemistichs joined with " / " (`couplet_text`). The network
+  (`reader_network.ReaderNetwork`) is the metre classifier's (characters, a BiGRU, mean+max pooling)
+  beside a BiGRU over the words, each hashed into a bucket, in their order; one linear layer reads
+  both, with labels "real" and "generated". It has no bag of words: it reads the text in order, so a
+  bag of the canon's words in the wrong order does not pass. It ignores short-vowel
   marks and punctuation, as the poet classifier does (`poet.IGNORED`): in Ganjoor both are mostly the
   editors' choice, and generation writes no vowel marks by default, so the judge would otherwise
   only learn who added the vowels. The " / " is "/" outside `text.ALPHABET` (normalization drops
@@ -20,8 +21,9 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
 - Every judge starts from a reader (`pretrained_reader`): the same network trained once, on real
   verse only, to tell PRETRAIN_COUPLETS real train-split couplets from the same couplets with their
   words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
-  word order (it told real verse from its shuffle in 76% of couplets at 2,000 a class, 84% at
-  5,000); the reader has seen fifty thousand and knows it before it meets a generator's verse. It
+  word order (the character network alone told real verse from its shuffle in 76% of couplets at
+  2,000 a class, 84% at 5,000); the reader has seen 300,000 and knows it before it meets a
+  generator's verse. It
   owes nothing to any generator, so it is cached per corpus (tell-apart/reader-*.safetensors) and
   each judge is still trained afresh from it on the generator's own couplets.
 - Real couplets: consecutive hemistich pairs of the offered poets' poems of the four generated forms,
@@ -86,9 +88,15 @@ THREADS = 1
 # PRETRAIN_COUPLETS real train-split couplets from the same couplets with their words shuffled, for
 # PRETRAIN_STEPS steps; cached per corpus (`pretrained_reader`). Every judge is then trained from it
 # at FINE_TUNE_LEARNING_RATE, so it knows word order before it sees a generator's verse.
-PRETRAIN_COUPLETS = 50_000
-PRETRAIN_STEPS = 8000
+# Beside the characters, the network reads the words in order (`reader_network.ReaderNetwork`):
+# each word hashed into one of WORD_BUCKETS, embedded, and read by its own BiGRU.
+WORD_BUCKETS = 32768
+WORD_EMBEDDING = 64
+WORD_HIDDEN = 128
+PRETRAIN_COUPLETS = 300_000
+PRETRAIN_STEPS = 12_000
 PRETRAIN_SEED = 7
+PRETRAIN_VAL = 2500  # couplets of each class held out to choose the reader's checkpoint (VAL_SHARE would be 30,000)
 FINE_TUNE_LEARNING_RATE = 1e-3
 VAL_SHARE = 0.1  # of each class's training couplets, held out to choose the checkpoint
 DROP = IGNORED.replace("-", "")  # vowel marks and punctuation, but the separator's "-" stays
@@ -112,7 +120,7 @@ DEFAULT_DATA = Path("../shared/data/ganjoor/poems.jsonl.gz")
 # Bump when what a cached poem line holds, or how requests are made, changes. A change of the
 # writing code is caught by rewriting the first cached poem of each form (`_still_written`).
 CACHE_VERSION = 1
-READER_VERSION = 1  # bump when what the reader learns from changes
+READER_VERSION = 2  # bump when what the reader learns from changes (2: the reader of words)
 
 
 def couplet_text(first: str, second: str) -> str:
@@ -128,6 +136,7 @@ def model_text(couplet: str) -> str:
 def recipe(pretrain_steps: int = PRETRAIN_STEPS) -> dict:
     """The fixed recipe, as reported with every result (pretrain_steps 0: no reader, a judge from scratch)."""
     return {"embedding": EMBEDDING, "hidden": HIDDEN, "max_chars": MAX_CHARS, "batch_size": BATCH_SIZE,
+            "word_buckets": WORD_BUCKETS, "word_embedding": WORD_EMBEDDING, "word_hidden": WORD_HIDDEN,
             "learning_rate": FINE_TUNE_LEARNING_RATE if pretrain_steps else LEARNING_RATE, "max_steps": MAX_STEPS,
             "seed": SEED, "threads": THREADS, "val_share": VAL_SHARE, "words": 0, "balanced": True, "drop": DROP,
             "pretrain": {"couplets": PRETRAIN_COUPLETS, "steps": pretrain_steps, "seed": PRETRAIN_SEED,
@@ -186,8 +195,16 @@ def _judge_config():
                             task="tell-apart", drop=DROP, words=0)
 
 
-def _training_sets(real_train: list[str], fake_train: list[str], seed: int):
-    """(texts, labels, val texts, val labels): VAL_SHARE of each class held out for the checkpoint choice."""
+def judge_network(config=None):
+    """A fresh network of the recipe (`reader_network.ReaderNetwork`); `fit_classifier` calls it with the config."""
+    from .reader_network import ReaderNetwork
+
+    return ReaderNetwork(config or _judge_config(), WORD_BUCKETS, WORD_EMBEDDING, WORD_HIDDEN)
+
+
+def _training_sets(real_train: list[str], fake_train: list[str], seed: int, max_val: int | None = None):
+    """(texts, labels, val texts, val labels): VAL_SHARE of each class (at most `max_val`) held out for
+    the checkpoint choice."""
     if min(len(real_train), len(fake_train)) < 2:
         raise PoetryError("tell-apart needs at least two training couplets of each class")
     rng = random.Random(seed)
@@ -195,7 +212,7 @@ def _training_sets(real_train: list[str], fake_train: list[str], seed: int):
     for label, couplets in (("real", real_train), ("generated", fake_train)):
         order = list(couplets)
         rng.shuffle(order)
-        n_val = max(1, round(VAL_SHARE * len(order)))
+        n_val = min(max(1, round(VAL_SHARE * len(order))), max_val or len(order))
         val_texts += [model_text(c) for c in order[:n_val]]
         val_ys += [label] * n_val
         texts += [model_text(c) for c in order[n_val:]]
@@ -210,7 +227,7 @@ def _fit(sets, seed: int, progress: bool, max_steps: int, batch_size: int, learn
     with _torch_threads(THREADS):
         return fit_classifier(_judge_config(), *sets, time_budget=math.inf, batch_size=batch_size,
                               learning_rate=learning_rate, seed=seed, progress=progress, balanced=True,
-                              max_steps=max_steps, initial=initial)
+                              max_steps=max_steps, initial=initial, network=judge_network)
 
 
 def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str], fake_test: list[str],
@@ -291,7 +308,7 @@ def pretrained_reader(data: str | Path = DEFAULT_DATA, pools: dict[str, Pool] | 
         pools = pools or real_couplet_pools(data, ("train",))
         n = min(couplets, sum(len(c) for c in pools["train"].values()))
         real = sample_couplets(pools["train"], n, PRETRAIN_SEED)
-        sets = _training_sets(real, shuffle_words(real, PRETRAIN_SEED), PRETRAIN_SEED)
+        sets = _training_sets(real, shuffle_words(real, PRETRAIN_SEED), PRETRAIN_SEED, PRETRAIN_VAL)
         model, report = _fit(sets, PRETRAIN_SEED, progress, steps, BATCH_SIZE, LEARNING_RATE)
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -65,14 +66,7 @@ class MetreClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T) char ids [and (N, W) word buckets] -> (N, labels) logits."""
-        mask = (ids != PAD).unsqueeze(-1)  # (N, T, 1)
-        lengths = mask.sum(1).squeeze(-1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))  # (N, T, 2H)
-        mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
-        peak = out.masked_fill(~mask, -1e4).max(1).values
-        features = [mean, peak] + ([self.bag(words)] if self.config.words else [])
+        features = [pooled_bigru(self.rnn, self.embed, ids)] + ([self.bag(words)] if self.config.words else [])
         return self.head(torch.cat(features, dim=-1))
 
     @torch.no_grad()
@@ -82,6 +76,19 @@ class MetreClassifier(nn.Module):
         parts = [F.softmax(self(*self.encode(texts[i:i + batch_size])), dim=-1)
                  for i in range(0, len(texts), batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, len(self.config.labels))
+
+
+def pooled_bigru(rnn: nn.GRU, embed: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """(N, T) ids (PAD after each sequence's end) -> (N, 4H): the mean and the max over each
+    sequence's steps of a bidirectional GRU's outputs, the padding left out of both."""
+    mask = (ids != PAD).unsqueeze(-1)  # (N, T, 1)
+    lengths = mask.sum(1).squeeze(-1).clamp(min=1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(embed(ids), lengths, batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))  # (N, T, 2H)
+    mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+    peak = out.masked_fill(~mask, -1e4).max(1).values
+    return torch.cat([mean, peak], dim=-1)
 
 
 def save_classifier(model: MetreClassifier, directory: str | Path, report: dict | None = None) -> None:
@@ -143,9 +150,11 @@ def train_classifier(data: str | Path, out_dir: str | Path, poets=None, time_bud
 def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val_texts: list[str], val_labels: list,
                    time_budget: float = 900, batch_size: int = 256, learning_rate: float = 3e-3, seed: int = 1337,
                    progress: bool = True, balanced: bool = False, bag_lr_scale: float = 10.0,
-                   max_steps: int | None = None, initial: dict | None = None) -> tuple[MetreClassifier, dict]:
-    """The training loop of both classifiers (and of the tell-apart judge, which starts from
-    `initial` weights: a state dict of the same network): AdamW on a cosine schedule that spans the time
+                   max_steps: int | None = None, initial: dict | None = None,
+                   network: Callable[[ClassifierConfig], MetreClassifier] = MetreClassifier,
+                   ) -> tuple[MetreClassifier, dict]:
+    """The training loop of both classifiers (and of the tell-apart judge, whose `network` adds a
+    reader of words to this one and which starts from `initial` weights: a state dict of that network): AdamW on a cosine schedule that spans the time
     budget (or `max_steps`, whichever ends first), val accuracy every 500 steps, and the best
     checkpoint kept.
 
@@ -177,7 +186,7 @@ def fit_classifier(config: ClassifierConfig, texts: list[str], labels: list, val
             return rng.integers(0, len(texts), size=batch_size)
         return np.array([pools[i][rng.integers(len(pools[i]))] for i in rng.integers(0, len(pools), size=batch_size)])
 
-    model = MetreClassifier(config)
+    model = network(config)
     if initial is not None:
         model.load_state_dict(initial)
     bag = [p for name, p in model.named_parameters() if name.startswith("bag.")]

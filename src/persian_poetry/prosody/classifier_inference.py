@@ -79,8 +79,17 @@ def encode_words(texts: list[str], buckets: int, drop: str = "") -> np.ndarray:
     for text in clean_hemistichs(texts, drop):
         words = text.split()
         features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
-        rows.append([zlib.crc32(f.encode()) % buckets + 1 for f in features] or [PAD])
+        rows.append([_bucket(f, buckets) for f in features] or [PAD])
     return _padded(rows)
+
+
+def encode_word_sequence(texts: list[str], buckets: int, drop: str = "") -> np.ndarray:
+    """(N, W) int64 hash buckets (1..buckets; 0 pads) of each text's words, in their order."""
+    return _padded([[_bucket(w, buckets) for w in text.split()] or [PAD] for text in clean_hemistichs(texts, drop)])
+
+
+def _bucket(feature: str, buckets: int) -> int:
+    return zlib.crc32(feature.encode()) % buckets + 1
 
 
 def weight_shapes(config: ClassifierConfig) -> dict[str, tuple[int, ...]]:
