@@ -252,7 +252,7 @@ def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it
 
 def test_the_readers_checkpoint_is_chosen_on_both_classes_however_many_couplets_it_reads(couplets):
     real, fake = couplets[:400], ta.shuffle_words(couplets[:400], seed=1)
-    texts, labels, val_texts, val_labels = ta._training_sets(real, fake, seed=3, max_val=7)
+    texts, _labels, val_texts, val_labels = ta._training_sets(real, fake, seed=3, max_val=7)
     assert val_labels.count("real") == val_labels.count("generated") == 7
     assert len(texts) == 2 * (400 - 7) and not set(val_texts) & set(texts)
     assert ta._training_sets(real, fake, seed=3)[3].count("real") == round(ta.VAL_SHARE * 400)

@@ -2,9 +2,9 @@
 
 The character BiGRU (`prosody.classifier.MetreClassifier`) hears a couplet's sounds (its metre, its
 rhyme) but must learn every word from its letters; a second BiGRU reads the words themselves, in
-order, each a hashed bucket with its own embedding (crc32 into WORD_BUCKETS: no vocabulary file, and
-an unseen word still gets a bucket; the sizes are the judge's recipe, `tell_apart.WORD_*`). Both are pooled (mean and max over their steps) and one linear
-layer reads the two together. Word order is what word salad gets wrong, and the word reader learns it
+order, each a hashed bucket with its own embedding (crc32: no vocabulary file, and an unseen word
+still gets a bucket; the sizes are the judge's recipe, `tell_apart.WORD_*`). Both are pooled (mean
+and max over their steps) and one linear layer reads the two together. Word order is what word salad gets wrong, and the word reader learns it
 from a few hundred thousand couplets in CPU minutes (a couplet is about 15 words against 70 letters);
 alone it told real couplets from their word shuffles about as well as the character reader (90% each,
 BENCHMARKS.md), and the two together better than either.

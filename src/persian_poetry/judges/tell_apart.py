@@ -23,9 +23,9 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
   words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
   word order (the character network alone told real verse from its shuffle in 76% of couplets at
   2,000 a class, 84% at 5,000); the reader has seen 300,000 and knows it before it meets a
-  generator's verse. It
-  owes nothing to any generator, so it is cached per corpus (tell-apart/reader-*.safetensors) and
-  each judge is still trained afresh from it on the generator's own couplets.
+  generator's verse. It owes nothing to any generator, so it is cached per corpus
+  (tell-apart/reader-*.safetensors) and each judge is still trained afresh from it on the
+  generator's own couplets.
 - Real couplets: consecutive hemistich pairs of the offered poets' poems of the four generated forms,
   train split for training, test split for the score, sampled with a seed so that each form weighs
   what it weighs among the generated couplets (FORM_WEIGHTS) and a form's poets equally: a uniform
