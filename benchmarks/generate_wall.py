@@ -9,12 +9,16 @@ lengthens wall time, not CPU time, so both are printed, with the load average.
 
     python benchmarks/generate_wall.py                       # 5 runs of each
     python benchmarks/generate_wall.py --runs 10 --breakdown # also where the time goes, in one process
+
+A user's install has no PyTorch: run the script with that environment's Python and name one that has
+it for the comparison (the two are timed in turn, run by run, so a change of load hits both):
+
+    /tmp/user/bin/python benchmarks/generate_wall.py --torch-python .venv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import socket
@@ -94,6 +98,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--breakdown", action="store_true", help="also time the parts inside one process")
+    ap.add_argument("--torch-python", default=sys.executable,
+                    help="the Python that times `import torch` (default: this one; skipped if it has no torch)")
     args = ap.parse_args()
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
@@ -104,16 +110,19 @@ def main() -> None:
     print(f"  torch imported by the CLI's parser: {probe.stdout.strip()}")
 
     run_once(GENERATE)  # warm the page cache
-    runs = [run_once(GENERATE) for _ in range(args.runs)]
+    find_torch = "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"
+    has_torch = subprocess.run([args.torch_python, "-c", find_torch], check=False).returncode == 0
+    runs, torch_runs = [], []
+    for _ in range(args.runs):
+        runs.append(run_once(GENERATE))
+        if has_torch:
+            start = time.perf_counter()
+            subprocess.run([args.torch_python, "-c", "import torch"], check=True)
+            torch_runs.append(time.perf_counter() - start)
     report(f"persian-poetry {' '.join(GENERATE)}", runs)
     if len({r["stdout"] for r in runs}) != 1:
         raise SystemExit("the same seed gave different poems")
-    if importlib.util.find_spec("torch") is not None:
-        torch_runs = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import torch"], check=True)
-            torch_runs.append(time.perf_counter() - start)
+    if torch_runs:
         ratio = statistics.median(r["wall_s"] for r in runs) / statistics.median(torch_runs)
         print(f'python -c "import torch": wall median {statistics.median(torch_runs):.2f} s; '
               f"generate / import torch = {ratio:.2f}")

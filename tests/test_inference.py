@@ -6,6 +6,8 @@ trained or measured, so their logits are held together on real verse, for the sh
 every architecture option, through the full forward pass, the KV cache and the attention weights.
 """
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -157,6 +159,31 @@ def test_writing_scanning_explaining_and_serving_never_import_torch(what):
     code = f"import sys\n{TORCH_FREE[what]}\nassert rc == 0, rc\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _blas_threads(code: str, env: dict) -> list[int]:
+    probe = (f"{code}\nfrom threadpoolctl import threadpool_info\n"
+             "print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("what", ["generate", "scan", "explain tokens"])
+def test_the_writing_commands_start_numpy_with_one_blas_thread(what):
+    """A decoding step's products are too small to share out, and a pool of BLAS threads costs CPU
+    at start-up: the commands that run the numpy network start BLAS with one thread."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert _blas_threads(TORCH_FREE[what], env) == [1]
+    if (os.cpu_count() or 1) > 1:  # without the command, numpy starts one thread a core
+        assert _blas_threads("import numpy", env) != [1]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS keeps to one thread on one core")
+def test_a_users_own_blas_setting_is_kept():
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    assert _blas_threads(TORCH_FREE["generate"], env) == [2]
 
 
 @pytest.mark.parametrize(("module", "argv", "extra"), [

@@ -12,8 +12,9 @@ from persian_poetry.errors import MetreError, PoetryError
 from persian_poetry.gpt.engine import Engine
 from persian_poetry.prosody.lexicon import build_lexicon, known_words, load_rhyme_lexicon, poet_words, verse_words
 from persian_poetry.prosody.metres import resolve_metre
-from persian_poetry.prosody.rhyme import rhyming_positions
+from persian_poetry.prosody.rhyme import rhyme_key, rhyming_positions
 from persian_poetry.prosody.scansion import MetreTracker, scan_hemistich, syllable_counts
+from persian_poetry.writing import verse
 from persian_poetry.writing.bundle import load_model
 from persian_poetry.writing.generate import PoemRequest, write_poem
 from persian_poetry.writing.verse import (
@@ -75,6 +76,25 @@ def test_rhyme_spec_and_qafiya():
     assert not spec.holds("به دست تو سپردم دل بی‌قرار")
     assert not spec.holds("به دست تو سپردم دل ما")
     assert qafiya_of("یار") == "ار" and qafiya_of("جان") == "ان"
+
+
+def test_the_rhyme_tables_come_back_from_the_cache_as_derived_from_the_lexicon(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSIAN_POETRY_CACHE", str(tmp_path))
+    try:
+        verse._rhyme_tables.cache_clear()
+        derived = verse._rhyme_tables()  # derived, and written to the cache
+        verse._rhyme_tables.cache_clear()
+        assert list((tmp_path / "derived").glob("rhyme-tables-*.pickle"))
+        assert verse._rhyme_tables() == derived  # read back
+    finally:
+        verse._rhyme_tables.cache_clear()
+    lexicon = load_rhyme_lexicon()
+    index, qafiyas = derived
+    assert [w for w, _ in index] == [w for w, n in lexicon.items() if n >= verse.MIN_RHYME_COUNT]
+    assert all(key == rhyme_key(w) for w, key in index[::97])
+    assert len(qafiyas) == verse.COMMON_QAFIYAS
+    for q in qafiyas[:5]:
+        assert sum(qafiya_of(w) == q for w in lexicon) >= verse.MIN_QAFIYA_WORDS
 
 
 def test_decoder_rewinds_to_the_same_logits_as_a_fresh_start(shipped):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from .gpt.config import PRESETS, command_line_options
 from .writing.request import MAX_BEST_OF, MAX_STRENGTH, PoemRequest
 
 DEFAULTS = PoemRequest()
+# The commands that run the numpy network, one token at a time: its products are too small for
+# BLAS to share out (`gpt.inference.one_blas_thread`), and the pool of BLAS threads that numpy
+# starts on import costs a tenth of a second of CPU before the first token. Set before numpy is
+# imported, so the pool is never started (a user's own setting is kept).
+ONE_BLAS_THREAD_COMMANDS = ("generate", "scan", "explain", "serve")
 # The modules of the optional extras (pyproject.toml): what needs them, and the extra to install.
 OPTIONAL_MODULES = {"torch": ("training and evaluation", "train"), "matplotlib": ("drawing figures", "plots"),
                     "arabic_reshaper": ("drawing Persian in figures", "plots"),
@@ -255,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ONE_BLAS_THREAD_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         return COMMANDS[args.command](args)
     except (PoetryError, OSError, ValueError) as err:  # OSError: a missing file, a directory, no permission

@@ -4,15 +4,50 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def cache_root() -> Path:
     """Where derived data (encoded corpora, the evaluation's train text) is cached:
     $PERSIAN_POETRY_CACHE, else ~/.cache/persian-poetry."""
     return Path(os.environ.get("PERSIAN_POETRY_CACHE") or Path.home() / ".cache" / "persian-poetry")
+
+
+def cached_derivation(name: str, inputs: Iterable[str | Path], derive: Callable[[], T]) -> T:
+    """derive(), or what it returned before for the same input files, from the cache.
+
+    `inputs` are every file the result depends on: the data and the source code that reads it,
+    so that a change to either makes a new entry instead of a stale answer. A cache that cannot
+    be read is derived again, one that cannot be written is skipped with a warning: a cache is
+    never an error. `derive` must not return None."""
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(Path(path).read_bytes())
+    path = cache_root() / "derived" / f"{name}-{digest.hexdigest()[:16]}.pickle"
+    value = _read_pickle(path)
+    if value is None:
+        value = derive()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+        except OSError as error:
+            warnings.warn(f"could not cache {name} in {path.parent}: {error}", stacklevel=2)
+    return value
+
+
+def _read_pickle(path: Path) -> object | None:
+    """What the file holds, or None where it is absent, cut short or written by another Python."""
+    try:
+        return pickle.loads(path.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError, TypeError):
+        return None
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from ..files import sha256_of
+from ..files import cache_root, sha256_of
 from .controls import BEYT, END, HEMI, Controls, poem_header
 from .corpus import SPLITS, Poem, read_jsonl
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
@@ -161,7 +161,7 @@ def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETok
     data_path = Path(data_path)
     if not data_path.exists():
         raise FileNotFoundError(f"corpus file not found: {data_path}")
-    cache_dir = Path(cache_dir or os.environ.get("PERSIAN_POETRY_CACHE", Path.home() / ".cache" / "persian-poetry"))
+    cache_dir = Path(cache_dir or cache_root())
     poets = list(poets) if poets is not None else None  # read twice (key, then poems): not a one-shot iterator
     data_hash = sha256_of(data_path)
     folder = cache_dir / _cache_key(data_hash, poets, tokenizer)

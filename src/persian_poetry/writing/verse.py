@@ -26,12 +26,15 @@ poem always ends, with the exact number of couplets.
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
 import numpy as np
 
+from ..assets import LEXICON_PATH
+from ..files import cached_derivation
 from ..gpt.engine import Decoder, sample
 from ..gpt.sampling import Sampling
 from ..prosody.lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
@@ -86,23 +89,45 @@ def _qafiya_of_key(letters: str) -> str:
     return letters[-2:]
 
 
+COMMON_QAFIYAS = 40       # qafiyas offered to poems that name none (the first 20 are drawn from)
+MIN_QAFIYA_WORDS = 60     # rhyme words a common qafiya must have in the lexicon
+
+
 @lru_cache(maxsize=1)
-def _rhyme_index() -> tuple[tuple[str, str, int], ...]:
-    """(word, its rhyme letters, how often it ends a hemistich) for the rhyme lexicon, commonest first."""
-    lexicon = load_rhyme_lexicon()
+def _rhyme_tables() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The rhyme words with their rhyme letters, and the common qafiyas: derived once per lexicon
+    and per version of the code that derives them, then read from the cache
+    (`files.cached_derivation`; deriving them took a fifth of every `generate` command)."""
+    sources = [LEXICON_PATH, __file__] + [sys.modules[f.__module__].__file__ for f in (load_rhyme_lexicon, word_key)]
+    words, keys, qafiyas = cached_derivation("rhyme-tables", sources, _derive_rhyme_tables)
+    return tuple(zip(words.split("\n"), keys.split("\n"), strict=True)), qafiyas
+
+
+def _derive_rhyme_tables() -> tuple[str, str, tuple[str, ...]]:
+    """(rhyme words, their rhyme letters, the common qafiyas); the words newline-joined, which
+    the cache reads back ten times faster than a tuple of strings."""
+    lexicon = load_rhyme_lexicon(LEXICON_PATH)  # the file the cache key hashes
     # word_key maps letters one by one (and one three-letter spelling) and never touches a newline,
-    # so it can run once over all the words joined: 48,000 calls cost 0.1 s of every ghazal command.
+    # so it can run once over all the words joined: 48,000 calls cost 0.1 s.
     keys = word_key("\n".join(lexicon)).split("\n")
-    return tuple(zip(lexicon, keys, lexicon.values(), strict=True))
+    index = list(zip(lexicon, keys, lexicon.values(), strict=True))
+    rhyme_words = [(w, key) for w, key, n in index if n >= MIN_RHYME_COUNT]
+    return "\n".join(w for w, _ in rhyme_words), "\n".join(key for _, key in rhyme_words), _rank_qafiyas(index)
 
 
-@lru_cache(maxsize=4)
-def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
-    """Qafiyas with many rhyme words in the lexicon, commonest first (for poems that name none)."""
-    index = _rhyme_index()
+def _rhyme_index() -> tuple[tuple[str, str], ...]:
+    """(word, its rhyme letters) for the words that end at least MIN_RHYME_COUNT hemistichs, commonest first."""
+    return _rhyme_tables()[0]
+
+
+def common_qafiyas() -> tuple[str, ...]:
+    """The COMMON_QAFIYAS qafiyas with at least MIN_QAFIYA_WORDS words in the rhyme lexicon, commonest first."""
+    return _rhyme_tables()[1]
+
+
+def _rank_qafiyas(index: list[tuple[str, str, int]]) -> tuple[str, ...]:
     # Past 4 letters a word's qafiya depends only on its last 4, so words are grouped by ending
-    # first and each ending's qafiya found once: a loop over 48,000 words was 0.3 s of every poem
-    # that names no rhyme.
+    # first and each ending's qafiya found once (a loop over all 48,000 words took 0.3 s).
     endings = [key[-4:] if len(key) > 4 else "=" + key for _, key, _ in index]
     ending_ids: dict[str, int] = {}
     ids = np.fromiter((ending_ids.setdefault(e, len(ending_ids)) for e in endings), dtype=np.int64, count=len(endings))
@@ -115,8 +140,8 @@ def common_qafiyas(top: int = 40, min_words: int = 60) -> tuple[str, ...]:
         q = _qafiya_of_key(index[row][1])
         counts[q] = counts.get(q, 0.0) + uses[i]
         word_counts[q] = word_counts.get(q, 0) + int(words[i])
-    ranked = sorted((q for q in counts if word_counts[q] >= min_words and len(q) >= 2), key=lambda q: -counts[q])
-    return tuple(ranked[:top])
+    ranked = sorted((q for q in counts if word_counts[q] >= MIN_QAFIYA_WORDS and len(q) >= 2), key=lambda q: -counts[q])
+    return tuple(ranked[:COMMON_QAFIYAS])
 
 
 def choose_qafiya(seed: int) -> str:
@@ -581,5 +606,4 @@ def _radif_syllables(rhyme: RhymeSpec) -> int:
 @lru_cache(maxsize=256)
 def _words_ending(qafiya: str) -> tuple[str, ...]:
     """Rhyme-lexicon words whose rhyme letters end with `qafiya` (and are more than it), commonest first."""
-    return tuple(w for w, key, n in _rhyme_index()
-                 if n >= MIN_RHYME_COUNT and key.endswith(qafiya) and key != qafiya)
+    return tuple(w for w, key in _rhyme_index() if key.endswith(qafiya) and key != qafiya)
