@@ -36,6 +36,15 @@ def ganjoor_record(poem_id: int, poet: str, hemistichs: list[str], form: str = "
             "RhymeLetters": rhyme, "Verses": verses}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _a_cache_of_its_own(tmp_path_factory):
+    """The suite caches what it derives (`files.cache_root`) in a folder of its own, never in the
+    user's ~/.cache; commands it runs in subprocesses inherit the setting."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PERSIAN_POETRY_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def corpus_path(tmp_path_factory) -> Path:
     """400 poems: Hafez's ghazals under two poet names and three forms, as .jsonl.gz."""

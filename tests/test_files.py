@@ -45,6 +45,15 @@ def test_a_changed_input_is_derived_again(tmp_path, cache):
     source.write_text("b")
     cached_derivation("table", [source, code], derive)
     assert len(calls) == 3
+    assert len(list(cache.glob("table-*.pickle"))) == 1  # the stale entries are gone
+
+
+def test_a_module_stands_for_its_source_file(tmp_path, cache):
+    import persian_poetry.text as module
+    derive, calls = counting(1)
+    cached_derivation("table", [module], derive)
+    cached_derivation("table", [module.__file__], derive)
+    assert len(calls) == 1
 
 
 def test_a_damaged_cache_file_is_derived_again_and_replaced(tmp_path, cache):

@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,16 +21,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("PERSIAN_POETRY_CACHE") or Path.home() / ".cache" / "persian-poetry")
 
 
-def cached_derivation(name: str, inputs: Iterable[str | Path], derive: Callable[[], T]) -> T:
+def cached_derivation(name: str, inputs: Iterable[str | Path | ModuleType], derive: Callable[[], T]) -> T:
     """derive(), or what it returned before for the same input files, from the cache.
 
-    `inputs` are every file the result depends on: the data and the source code that reads it,
-    so that a change to either makes a new entry instead of a stale answer. A cache that cannot
+    `inputs` are every file the result depends on: the data and the source code that reads it
+    (a module stands for its file), so that a change to either makes a new entry instead of a
+    stale answer. A cache that cannot
     be read is derived again, one that cannot be written is skipped with a warning: a cache is
-    never an error. `derive` must not return None."""
+    never an error. A new entry replaces the name's older ones. `derive` must not return None."""
     digest = hashlib.sha256()
-    for path in inputs:
-        digest.update(Path(path).read_bytes())
+    for source in inputs:
+        digest.update(Path(source.__file__ if isinstance(source, ModuleType) else source).read_bytes())
     path = cache_root() / "derived" / f"{name}-{digest.hexdigest()[:16]}.pickle"
     value = _read_pickle(path)
     if value is None:
@@ -37,6 +39,9 @@ def cached_derivation(name: str, inputs: Iterable[str | Path], derive: Callable[
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: Path(tmp).write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+            for stale in path.parent.glob(f"{name}-{'?' * 16}.pickle"):  # from older data or code
+                if stale != path:
+                    stale.unlink(missing_ok=True)
         except OSError as error:
             warnings.warn(f"could not cache {name} in {path.parent}: {error}", stacklevel=2)
     return value

@@ -15,14 +15,16 @@ them: normalized, marks and punctuation dropped, ZWNJ kept inside the word.
 from __future__ import annotations
 
 import gzip
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
 from ..assets import LEXICON_PATH
+from ..data import corpus
 from ..data.corpus import OFFERED_POETS, read_jsonl
-from ..files import atomic_write
+from ..files import atomic_write, cached_derivation
 from ..text import PERSIAN_LETTERS, ZWNJ, normalize
 
 MIN_COUNT = 3
@@ -83,9 +85,17 @@ def _columns(path: str) -> tuple[list[str], list[int], list[int], list[int]]:
 def _poet_words(poet: str, path: str) -> frozenset[str]:
     if poet not in OFFERED_POETS:
         return frozenset()
+    # From the cache: parsing the whole lexicon for them took 0.07 s of every `generate` command.
+    words = cached_derivation(f"poet-words-{poet}", [path, sys.modules[__name__], corpus],
+                              lambda: _derive_poet_words(poet, path))
+    return frozenset(words.split("\n")) if words else frozenset()
+
+
+def _derive_poet_words(poet: str, path: str) -> str:
+    """The poet's words, newline-joined (the cache reads a string back far faster than a set)."""
     bit = 1 << OFFERED_POETS.index(poet)
     words, _, _, masks = _columns(path)
-    return frozenset(w for w, mask in zip(words, masks, strict=True) if mask & bit)
+    return "\n".join(w for w, mask in zip(words, masks, strict=True) if mask & bit)
 
 
 @lru_cache(maxsize=4)

@@ -37,6 +37,8 @@ from ..assets import LEXICON_PATH
 from ..files import cached_derivation
 from ..gpt.engine import Decoder, sample
 from ..gpt.sampling import Sampling
+from ..prosody import lexicon as lexicon_module
+from ..prosody import rhyme as rhyme_module
 from ..prosody.lexicon import known_words, load_rhyme_lexicon, poet_words, verse_words
 from ..prosody.rhyme import Rhyme, rhyme_key, rhymes_with, word_key
 from ..prosody.scansion import MetreTracker, syllable_counts
@@ -98,7 +100,7 @@ def _rhyme_tables() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     """The rhyme words with their rhyme letters, and the common qafiyas: derived once per lexicon
     and per version of the code that derives them, then read from the cache
     (`files.cached_derivation`; deriving them took a fifth of every `generate` command)."""
-    sources = [LEXICON_PATH, __file__] + [sys.modules[f.__module__].__file__ for f in (load_rhyme_lexicon, word_key)]
+    sources = [LEXICON_PATH, sys.modules[__name__], lexicon_module, rhyme_module]
     words, keys, qafiyas = cached_derivation("rhyme-tables", sources, _derive_rhyme_tables)
     return tuple(zip(words.split("\n"), keys.split("\n"), strict=True)), qafiyas
 
