@@ -84,7 +84,7 @@ def test_the_rhyme_tables_come_back_from_the_cache_as_derived_from_the_lexicon(t
         verse._rhyme_tables.cache_clear()
         derived = verse._rhyme_tables()  # derived, and written to the cache
         verse._rhyme_tables.cache_clear()
-        assert list((tmp_path / "derived").glob("rhyme-tables-*.pickle"))
+        assert list((tmp_path / "derived").glob("rhyme-tables-*.json"))
         assert verse._rhyme_tables() == derived  # read back
     finally:
         verse._rhyme_tables.cache_clear()

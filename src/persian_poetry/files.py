@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -26,20 +26,21 @@ def cached_derivation(name: str, inputs: Iterable[str | Path | ModuleType], deri
 
     `inputs` are every file the result depends on: the data and the source code that reads it
     (a module stands for its file), so that a change to either makes a new entry instead of a
-    stale answer. A cache that cannot
-    be read is derived again, one that cannot be written is skipped with a warning: a cache is
-    never an error. A new entry replaces the name's older ones. `derive` must not return None."""
+    stale answer. The entry is JSON (a cache file can be tampered with, and JSON runs no code):
+    `derive` returns JSON data, lists rather than tuples, never None. A cache that cannot be
+    read is derived again, one that cannot be written is skipped with a warning: a cache is
+    never an error. A new entry replaces the name's older ones."""
     digest = hashlib.sha256()
     for source in inputs:
         digest.update(Path(source.__file__ if isinstance(source, ModuleType) else source).read_bytes())
-    path = cache_root() / "derived" / f"{name}-{digest.hexdigest()[:16]}.pickle"
-    value = _read_pickle(path)
+    path = cache_root() / "derived" / f"{name}-{digest.hexdigest()[:16]}.json"
+    value = _read_json(path)
     if value is None:
         value = derive()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: Path(tmp).write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
-            for stale in path.parent.glob(f"{name}-{'?' * 16}.pickle"):  # from older data or code
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8"))
+            for stale in path.parent.glob(f"{name}-{'?' * 16}.json"):  # from older data or code
                 if stale != path:
                     stale.unlink(missing_ok=True)
         except OSError as error:
@@ -47,11 +48,11 @@ def cached_derivation(name: str, inputs: Iterable[str | Path | ModuleType], deri
     return value
 
 
-def _read_pickle(path: Path) -> object | None:
-    """What the file holds, or None where it is absent, cut short or written by another Python."""
+def _read_json(path: Path) -> object | None:
+    """What the file holds, or None where it is absent or cut short."""
     try:
-        return pickle.loads(path.read_bytes())
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError, TypeError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSON cut short, or bytes that are not UTF-8
         return None
 
 

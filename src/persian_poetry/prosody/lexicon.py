@@ -92,7 +92,7 @@ def _poet_words(poet: str, path: str) -> frozenset[str]:
 
 
 def _derive_poet_words(poet: str, path: str) -> str:
-    """The poet's words, newline-joined (the cache reads a string back far faster than a set)."""
+    """The poet's words, newline-joined (the cache reads one string back far faster than a list)."""
     bit = 1 << OFFERED_POETS.index(poet)
     words, _, _, masks = _columns(path)
     return "\n".join(w for w, mask in zip(words, masks, strict=True) if mask & bit)
