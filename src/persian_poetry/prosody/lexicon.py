@@ -15,7 +15,6 @@ them: normalized, marks and punctuation dropped, ZWNJ kept inside the word.
 from __future__ import annotations
 
 import gzip
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -86,7 +85,7 @@ def _poet_words(poet: str, path: str) -> frozenset[str]:
     if poet not in OFFERED_POETS:
         return frozenset()
     # From the cache: parsing the whole lexicon for them took 0.07 s of every `generate` command.
-    words = cached_derivation(f"poet-words-{poet}", [path, sys.modules[__name__], corpus],
+    words = cached_derivation(f"poet-words-{poet}", [path, __file__, corpus],
                               lambda: _derive_poet_words(poet, path))
     return frozenset(words.split("\n")) if words else frozenset()
 

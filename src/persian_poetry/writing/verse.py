@@ -26,7 +26,6 @@ poem always ends, with the exact number of couplets.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -100,7 +99,7 @@ def _rhyme_tables() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     """The rhyme words with their rhyme letters, and the common qafiyas: derived once per lexicon
     and per version of the code that derives them, then read from the cache
     (`files.cached_derivation`; deriving them took a fifth of every `generate` command)."""
-    sources = [LEXICON_PATH, sys.modules[__name__], lexicon_module, rhyme_module]
+    sources = [LEXICON_PATH, __file__, lexicon_module, rhyme_module]
     words, keys, qafiyas = cached_derivation("rhyme-tables", sources, _derive_rhyme_tables)
     return tuple(zip(words.split("\n"), keys.split("\n"), strict=True)), tuple(qafiyas)
 
