@@ -14,6 +14,8 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,6 +119,32 @@ def _checked_request(poetry: PoetryModel, request: PoemRequest) -> tuple[PoemReq
     return request, couplets, seed
 
 
+class _TokenClasses(NamedTuple):
+    """Boolean masks over the vocabulary: what kind of text each token is (read-only, shared)."""
+
+    special: np.ndarray
+    bad_text: np.ndarray  # text tokens that can never appear in verse (line breaks)
+    has_space: np.ndarray
+    leading_space: np.ndarray
+    leading_mark: np.ndarray
+    vowel_marks: np.ndarray  # vowel marks other than the ezafe hamza (هٔ), which classical verse is written without
+
+
+@lru_cache(maxsize=4)
+def _token_classes(tok) -> _TokenClasses:
+    """The masks of a tokenizer, read from its pieces once, not for every poem."""
+    special = np.zeros(tok.vocab_size, dtype=bool)
+    special[[tok.token_to_id(t) for t in tok.special_tokens]] = True
+    pieces = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    return _TokenClasses(
+        special=special,
+        bad_text=np.array(["\n" in p for p in pieces]) & ~special,
+        has_space=np.array([" " in p or "\u200c" in p for p in pieces]),
+        leading_space=np.array([p.startswith((" ", "\u200c")) for p in pieces]),
+        leading_mark=np.array([bool(p) and p[0] in DIACRITICS for p in pieces]) & ~special,
+        vowel_marks=np.array([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~special)
+
+
 class _PoemState:
     """Where the writing stands (header or body, which hemistich) and which tokens may come next."""
 
@@ -124,17 +152,8 @@ class _PoemState:
         tok = poetry.tokenizer
         self.tok = tok
         self.ids = {name: tok.token_to_id(name) for name in (BODY, RHYME, HEMI, BEYT, END)}
-        vocab = tok.vocab_size
-        self.special = np.zeros(vocab, dtype=bool)
-        self.special[[tok.token_to_id(t) for t in tok.special_tokens]] = True
-        # Text tokens that can never appear in verse (line breaks).
-        pieces = [tok.id_to_token(i) for i in range(vocab)]
-        self.bad_text = np.array(["\n" in p for p in pieces]) & ~self.special
-        self.has_space = np.array([" " in p or "\u200c" in p for p in pieces])
-        self.leading_space = np.array([p.startswith((" ", "\u200c")) for p in pieces])
-        self.leading_mark = np.array([bool(p) and p[0] in DIACRITICS for p in pieces]) & ~self.special
-        # Vowel marks other than the ezafe hamza (هٔ), which classical verse is usually written without.
-        self.vowel_marks = np.array([any(ch in VOWEL_MARKS for ch in p) for p in pieces]) & ~self.special
+        (self.special, self.bad_text, self.has_space, self.leading_space, self.leading_mark,
+         self.vowel_marks) = _token_classes(tok)
         self.allow_marks = vowel_marks
         self.metre_ids = np.array(list(metre_token_ids(tok, poetry.controls).values()))
         self.couplets = couplets

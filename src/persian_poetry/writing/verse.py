@@ -235,6 +235,18 @@ class _Draft:
             self.refuse(position, token)
 
 
+@lru_cache(maxsize=4)
+def _word_token_classes(tok) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens that start a word, wordless tokens) over a tokenizer's vocabulary, read once (read-only,
+    shared). Verse is words: tokens without a letter (punctuation, digits, bare spaces) would pass
+    the scanner unread, and a model kept from its words would fill the line with them."""
+    special = [tok.is_special(i) for i in range(tok.vocab_size)]
+    pieces = ["" if s else tok.id_to_token(i) for i, s in enumerate(special)]
+    starts_word = np.array([p.startswith(" ") for p in pieces])
+    wordless = np.array([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces]) & ~np.array(special)
+    return starts_word, wordless
+
+
 class VerseWriter:
     """Writes hemistichs under metre and rhyme constraints with one `Decoder`."""
 
@@ -249,15 +261,7 @@ class VerseWriter:
         self.allowed_mask = allowed_mask  # (hemistich token ids) -> bool mask of the structurally allowed tokens
         self.style_bias = style_bias  # added to the logits: the poet's token preferences (style.py)
         self._body_start = len(decoder.history)  # the poem's tokens follow the prompt
-        vocab = self.tok.vocab_size
-        pieces = [self.tok.id_to_token(i) if not self.tok.is_special(i) else "" for i in range(vocab)]
-        self.starts_word = np.array([p.startswith(" ") for p in pieces])
-        # Verse is words: tokens without a letter (punctuation, digits, bare spaces) would pass the
-        # scanner unread, and a model kept from its words would fill the line with them.
-        self.wordless = np.array([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces])
-        for i in range(vocab):
-            if self.tok.is_special(i):
-                self.wordless[i] = False
+        self.starts_word, self.wordless = _word_token_classes(self.tok)
         self._space_prefix = self.tok.encode("ا")
         self.used_rhyme_words: set[str] = set()
         # Words must be the poet's own where we know his vocabulary well enough, else any classical poet's.
