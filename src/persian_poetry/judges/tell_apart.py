@@ -133,13 +133,13 @@ def model_text(couplet: str) -> str:
     return MODEL_SEPARATOR.join(normalize(h).replace("-", " ") for h in couplet.split(COUPLET_SEPARATOR.strip()))
 
 
-def recipe(pretrain_steps: int = PRETRAIN_STEPS) -> dict:
+def recipe(pretrain_steps: int = PRETRAIN_STEPS, pretrain_couplets: int = PRETRAIN_COUPLETS) -> dict:
     """The fixed recipe, as reported with every result (pretrain_steps 0: no reader, a judge from scratch)."""
     return {"embedding": EMBEDDING, "hidden": HIDDEN, "max_chars": MAX_CHARS, "batch_size": BATCH_SIZE,
             "word_buckets": WORD_BUCKETS, "word_embedding": WORD_EMBEDDING, "word_hidden": WORD_HIDDEN,
             "learning_rate": FINE_TUNE_LEARNING_RATE if pretrain_steps else LEARNING_RATE, "max_steps": MAX_STEPS,
             "seed": SEED, "threads": THREADS, "val_share": VAL_SHARE, "words": 0, "balanced": True, "drop": DROP,
-            "pretrain": {"couplets": PRETRAIN_COUPLETS, "steps": pretrain_steps, "seed": PRETRAIN_SEED,
+            "pretrain": {"couplets": pretrain_couplets, "steps": pretrain_steps, "seed": PRETRAIN_SEED,
                          "learning_rate": LEARNING_RATE} if pretrain_steps else None}
 
 
@@ -263,8 +263,8 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
         real_train=len(real_train), generated_train=len(fake_train), val=len(sets[2]), real_test=n,
         generated_test=n, dropped_as_seen=dropped, steps=report["steps"], seconds=report["seconds"],
         best_val_accuracy=round(report["best_val_hemistich_accuracy"], 4),
-        recipe=recipe(reader.steps if reader is not None else 0) | {"max_steps": max_steps, "batch_size": batch_size,
-                                                                     "seed": seed},
+        recipe=(recipe(reader.steps, reader.couplets) if reader is not None else recipe(0))
+        | {"max_steps": max_steps, "batch_size": batch_size, "seed": seed},
         labels=dict(zip(LABELS, labels, strict=True)))
 
 
@@ -273,6 +273,7 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
 class Reader:
     weights: dict  # the judge network's state dict
     steps: int  # the pretraining steps it took
+    couplets: int  # the real couplets it read (and as many shuffled), as asked: the pool may have held fewer
     val_accuracy: float  # real against shuffled, on its own held-out train-split couplets
     path: Path
 
@@ -282,7 +283,7 @@ def reader_cache_path(data: str | Path, steps: int = PRETRAIN_STEPS, couplets: i
     """Where `pretrained_reader` keeps its weights: keyed by the corpus's bytes, the recipe and READER_VERSION."""
     from ..files import sha256_of
 
-    material = {"version": READER_VERSION, "data": sha256_of(data), "recipe": recipe(steps), "couplets": couplets}
+    material = {"version": READER_VERSION, "data": sha256_of(data), "recipe": recipe(steps, couplets), "couplets": couplets}
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tell-apart"
     return folder / f"reader-{key}.safetensors"
@@ -315,7 +316,7 @@ def pretrained_reader(data: str | Path = DEFAULT_DATA, pools: dict[str, Pool] | 
         atomic_write(path, lambda tmp: save_file(weights, tmp, metadata={
             "report": json.dumps({k: v for k, v in report.items() if k != "history"} | {"couplets": n})}))
         accuracy = report["best_val_hemistich_accuracy"]
-    return Reader(weights, steps, round(accuracy, 4), path)
+    return Reader(weights, steps, couplets, round(accuracy, 4), path)
 
 
 # ---- real couplets ----------------------------------------------------------------------------
@@ -617,5 +618,5 @@ def _about(reader: Reader | None) -> dict:
     """What a result says of the reader its judge started from."""
     if reader is None:
         return {"reader": None}
-    return {"reader": {"steps": reader.steps, "val_accuracy": reader.val_accuracy, "path": str(reader.path)}}
+    return {"reader": {"steps": reader.steps, "couplets": reader.couplets, "val_accuracy": reader.val_accuracy, "path": str(reader.path)}}
 
