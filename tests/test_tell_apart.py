@@ -248,6 +248,7 @@ def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it
     expected = ((predicted[:60] == 0).sum() + (predicted[60:] == 1).sum()) / 120
     assert result.accuracy == round(float(expected), 4)
     assert result.recipe["pretrain"]["steps"] == 20 and result.recipe["learning_rate"] == ta.FINE_TUNE_LEARNING_RATE
+    assert result.recipe["pretrain"]["couplets"] == 300 != ta.PRETRAIN_COUPLETS  # the reader's, not the default's
 
 
 def test_the_readers_checkpoint_is_chosen_on_both_classes_however_many_couplets_it_reads(couplets):
