@@ -22,7 +22,7 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
   verse only, to tell PRETRAIN_COUPLETS real train-split couplets from the same couplets with their
   words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
   word order (the character network alone told real verse from its shuffle in 76% of couplets at
-  2,000 a class, 84% at 5,000); the reader has seen 300,000 and knows it before it meets a
+  2,000 a class, 84% at 5,000); the reader has seen 600,000 and knows it before it meets a
   generator's verse. It owes nothing to any generator, so it is cached per corpus
   (tell-apart/reader-*.safetensors) and each judge is still trained afresh from it on the
   generator's own couplets.
@@ -93,8 +93,8 @@ THREADS = 1
 WORD_BUCKETS = 32768
 WORD_EMBEDDING = 64
 WORD_HIDDEN = 128
-PRETRAIN_COUPLETS = 300_000
-PRETRAIN_STEPS = 12_000
+PRETRAIN_COUPLETS = 600_000
+PRETRAIN_STEPS = 24_000
 PRETRAIN_SEED = 7
 PRETRAIN_VAL = 2500  # couplets of each class held out to choose the reader's checkpoint (VAL_SHARE would be 30,000)
 FINE_TUNE_LEARNING_RATE = 1e-3
