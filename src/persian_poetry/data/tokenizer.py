@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,9 @@ class Tokenizer(Protocol):
     def token_to_id(self, token: str) -> int: ...
     def id_to_token(self, token_id: int) -> str: ...
     def save(self, path: str | Path) -> None: ...
+    def is_special(self, token_id: int) -> bool: ...
+    @property
+    def pieces(self) -> tuple[str, ...]: ...
 
 class _SpecialsMixin:
     special_tokens: list[str]
@@ -58,6 +62,12 @@ class _SpecialsMixin:
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special_id_set
+
+    @cached_property
+    def pieces(self) -> tuple[str, ...]:
+        """The text of every token id, in order (`id_to_token` of each), read once: the writer
+        classifies the whole vocabulary by it."""
+        return tuple(self.id_to_token(i) for i in range(self.vocab_size))
 
 
 class CharTokenizer(_SpecialsMixin):

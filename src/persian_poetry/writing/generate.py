@@ -135,7 +135,7 @@ def _token_classes(tok) -> _TokenClasses:
     """The masks of a tokenizer, read from its pieces once, not for every poem."""
     special = np.zeros(tok.vocab_size, dtype=bool)
     special[[tok.token_to_id(t) for t in tok.special_tokens]] = True
-    pieces = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    pieces = tok.pieces
     return _TokenClasses(
         special=special,
         bad_text=np.array(["\n" in p for p in pieces]) & ~special,

@@ -241,7 +241,7 @@ def _word_token_classes(tok) -> tuple[np.ndarray, np.ndarray]:
     shared). Verse is words: tokens without a letter (punctuation, digits, bare spaces) would pass
     the scanner unread, and a model kept from its words would fill the line with them."""
     special = [tok.is_special(i) for i in range(tok.vocab_size)]
-    pieces = ["" if s else tok.id_to_token(i) for i, s in enumerate(special)]
+    pieces = ["" if s else piece for piece, s in zip(tok.pieces, special, strict=True)]
     starts_word = np.array([p.startswith(" ") for p in pieces])
     wordless = np.array([p != " " and not any(ch in PERSIAN_LETTERS for ch in p) for p in pieces]) & ~np.array(special)
     return starts_word, wordless
