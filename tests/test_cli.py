@@ -63,3 +63,40 @@ def test_generate_in_a_metre_and_rhyme_from_the_command_line():
     assert len(listing.stdout.splitlines()) > 20
     ambiguous = run_cli("generate", "--metre", "رمل")
     assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+
+
+def _run_with_teardown_marker(*args):
+    """The console command's `run` in a fresh process, with an atexit handler that says whether the
+    interpreter's usual exit ran."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('[teardown]'))\n"
+            f"sys.argv = ['persian-poetry', *{list(args)!r}]\n"
+            "from persian_poetry.cli import run\n"
+            "run()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_a_poem_ends_its_process_without_teardown_and_loses_no_output(tiny_model_dir):
+    args = ["generate", "--model", str(tiny_model_dir), "--couplets", "3", "--seed", "2", "--free", "--json"]
+    quick = _run_with_teardown_marker(*args)
+    assert quick.returncode == 0, quick.stderr
+    assert "[teardown]" not in quick.stderr  # os._exit once the output was flushed
+    poem = json.loads(quick.stdout)  # the whole JSON came through the pipe
+    assert poem["couplets"] and poem["couplets"] == json.loads(run_cli(*args).stdout)["couplets"]
+
+
+def test_a_failing_or_slow_command_exits_the_usual_way(tiny_model_dir):
+    failed = _run_with_teardown_marker("generate", "--model", str(tiny_model_dir), "--poet", "nobody")
+    assert failed.returncode == 2 and "unknown poet" in failed.stderr and "[teardown]" in failed.stderr
+    explained = _run_with_teardown_marker("explain", "tokens", "دل")  # not one of QUICK_EXIT_COMMANDS
+    assert explained.returncode == 0 and "[teardown]" in explained.stderr
+
+
+def test_a_reader_that_goes_away_is_no_error(tiny_model_dir):
+    process = subprocess.Popen([sys.executable, "-m", "persian_poetry.cli", "generate", "--model", str(tiny_model_dir),
+                                "--couplets", "2", "--seed", "1", "--free"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # as `persian-poetry generate | head -0` would, before the first line
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 141
+    assert err == ""

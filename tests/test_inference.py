@@ -102,6 +102,19 @@ def test_attention_weights_are_causal_rows_that_sum_to_one(shipped):
         assert np.all(np.triu(w[0], k=1) == 0)  # no token looks ahead
 
 
+def test_the_matrices_lie_in_one_buffer_from_a_huge_page_boundary(shipped):
+    model = shipped[1].model
+    linears = [model.lm_head] + [getattr(b, part) for b in model.blocks for part in ("qkv", "proj", "up", "down")]
+    bases = {id(linear.weight_t.base) for linear in linears}
+    assert len(bases) == 1 and all(linear.weight_t.flags.c_contiguous for linear in linears)
+    starts = sorted(linear.weight_t.ctypes.data for linear in linears)
+    assert starts[0] % (2 << 20) == 0  # where Linux can back it with 2 MiB pages
+    ends = sorted(linear.weight_t.ctypes.data + linear.weight_t.nbytes for linear in linears)
+    assert starts[1:] == ends[:-1]  # one after the other, no gaps, no overlaps
+    first = model.blocks[0].up
+    np.testing.assert_array_equal(first.weight_t, model.weights["blocks.0.ff.up.weight"].T)
+
+
 def test_weights_that_do_not_fit_the_config_are_refused():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=20, context_length=8, n_layer=2, n_head=2, n_embd=8)).eval()

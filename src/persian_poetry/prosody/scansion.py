@@ -823,6 +823,9 @@ def trim_word_caches(limit: int) -> None:
 _OPEN = {"last": ("", "elide", "article"), "vav_last": ("vav",)}
 
 
+MAX_REMEMBERED_PREFIXES = 10_000  # a tracker's memo of hemistich beginnings; a poem asks a few hundred
+
+
 class MetreTracker:
     """Word by word, whether a hemistich being written can still scan in one metre.
 
@@ -840,6 +843,7 @@ class MetreTracker:
         self.max_cost = max_cost  # readings costlier than this (in licences and guesses) don't count
         self._leads: dict[int, bool] = {}
         self._room: dict[int, int] = {}
+        self._reached: dict[tuple, dict[int, float]] = {}  # tokens -> the nodes they reach (`_nodes_of`)
 
     def leads(self, node: int) -> bool:
         """Whether some pattern of this metre passes through trie node `node`."""
@@ -857,7 +861,25 @@ class MetreTracker:
         if tokens and not finished:
             word, ctx = tokens[-1]
             tokens[-1] = (word, _OPEN.get(ctx, ctx))
-        return self._cheap(_advance({0: 0.0}, tokens, self.compiled, keep=self.leads, beam=False))
+        return self._cheap(self._nodes_of(tokens))
+
+    def _nodes_of(self, tokens: list) -> dict[int, float]:
+        """The trie nodes that `tokens` reach from the root in this metre, at any cost, carried on
+        from the longest prefix asked before: the writer asks after every word of a hemistich, so
+        each question repeats the one before it but for a word or two."""
+        key = tuple(tokens)
+        done = len(key)
+        while done and key[:done] not in self._reached:
+            done -= 1
+        states = self._reached[key[:done]] if done else {0: 0.0}
+        if len(self._reached) > MAX_REMEMBERED_PREFIXES:
+            self._reached.clear()
+        for i in range(done, len(key)):
+            states = _advance(states, [key[i]], self.compiled, keep=self.leads, beam=False)
+            self._reached[key[:i + 1]] = states
+            if not states:
+                break
+        return states
 
     def _cheap(self, states: dict[int, float]) -> dict[int, float]:
         return {n: c for n, c in states.items() if c <= self.max_cost}
@@ -896,8 +918,7 @@ class MetreTracker:
             if states is None:
                 stand_in = {"article": "البیت", "elide": "اب", "": "بب"}[kind]
                 tokens = _tokens(" ".join(words + [stand_in]))[:-1]
-                states = self._cheap(_advance({0: 0.0}, tokens, self.compiled, keep=self.leads, beam=False)) \
-                    if tokens else {0: 0.0}
+                states = self._cheap(self._nodes_of(tokens))
                 prefix_by_class[kind] = states
             if not states:
                 continue
