@@ -7,7 +7,8 @@ holds its logits to the PyTorch model's within 1e-4 for every architecture optio
 compares its speed with the torch engine and with ONNX Runtime).
 
 The matrices are kept transposed, (in, out) and contiguous: a decoding step multiplies one row
-by each of them, and BLAS reads them fastest in that layout. Training stays in PyTorch
+by each of them, and BLAS reads them fastest in that layout; they lie one after another in one
+buffer (`_Arena`), which Linux backs with huge pages. Training stays in PyTorch
 (`model.py`); nothing here imports it.
 
 Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D head size.
