@@ -131,3 +131,11 @@ def test_scan_command(capsys):
     out = capsys.readouterr().out
     assert "هزج مثمن سالم" in out and "Ganjoor id 2" in out and "∪" in out and "−" in out
     assert main(["scan", "hello"]) == 2
+
+
+def test_scan_reads_standard_input_given_a_dash(capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(HAFEZ[:2]) + "\n"))
+    assert main(["scan", "--file", "-"]) == 0
+    assert "هزج مثمن سالم" in capsys.readouterr().out

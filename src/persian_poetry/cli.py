@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print each hemistich with its syllable weights (− long, ∪ short), the "
                                    "poem's metre with its Persian name and feet, the confidence, and the rhyme.")
     s.add_argument("text", nargs="?", help="verse, one hemistich a line (or use --file)")
-    s.add_argument("--file", help="a UTF-8 text file, one hemistich a line")
+    s.add_argument("--file", help="a UTF-8 text file, one hemistich a line ('-': standard input)")
     s.add_argument("--form", default=None, help="ghazal, rubai, masnavi, qasida, ... (default: guessed)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -409,7 +409,9 @@ def cmd_scan(args) -> int:
     from .prosody.metres import show_pattern
     from .prosody.scan import scan
 
-    if args.file:
+    if args.file == "-":
+        text = sys.stdin.read()
+    elif args.file:
         text = Path(args.file).read_text(encoding="utf-8")
     elif args.text:
         text = args.text
@@ -538,7 +540,7 @@ def cmd_tell_apart(args) -> int:
     progress = not args.no_progress
     poetry = load_model(args.model)
     pools = real_couplet_pools(args.data)  # the corpus read once for every run
-    reader = pretrained_reader(args.data, pools, progress=progress)  # and the reader loaded (or trained) once
+    reader = pretrained_reader(args.data, progress=progress)  # and the reader loaded (or trained) once
     report = {"modes": {mode: evaluate_tell_apart(poetry, args.data, mode, args.train, args.test, progress=progress,
                                                   pools=pools, reader=reader)
                         for mode in args.mode or ["constrained"]}}
