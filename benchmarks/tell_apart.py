@@ -9,6 +9,8 @@ thread and one BLAS thread, as the recipe has it. Writes every result as JSON to
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/tell_apart.py --data ../shared/data/ganjoor/poems.jsonl.gz \\
         --controls-train 2000 --controls-test 500 --mode constrained --train 600 --test 200 --out tell_apart.json
+    OPENBLAS_NUM_THREADS=1 python benchmarks/tell_apart.py --data ../shared/data/ganjoor/poems.jsonl.gz \
+        --controls-train 0 --mode constrained --style 0 --style 1 --train 2000 --test 500 --held-out val
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     parser.add_argument("--mode", action="append", choices=list(ta.MODES), default=None,
                         help="generation mode to judge (repeatable; default: constrained)")
+    parser.add_argument("--style", action="append", type=float, default=[], metavar="S",
+                        help="also judge constrained poems at style strength S (a mode 'style-S'; repeatable)")
     parser.add_argument("--train", type=int, default=5000, help="training couplets a class for the modes")
     parser.add_argument("--test", type=int, default=1000, help="held-out couplets a class for the modes")
     parser.add_argument("--controls-train", type=int, default=2000, help="0: no controls")
@@ -59,18 +63,21 @@ def main() -> None:
     pools = ta.real_couplet_pools(args.data, ("train", "test", "val"))
     report = {"data": args.data, "recipe": ta.recipe(args.pretrain_steps) | {"max_steps": args.max_steps},
               "modes": {}}
-    reader = ta.pretrained_reader(args.data, pools, steps=args.pretrain_steps) if args.pretrain_steps else None
+    reader = ta.pretrained_reader(args.data, steps=args.pretrain_steps) if args.pretrain_steps else None
     if args.controls_train:
         report["controls"] = ta.evaluate_controls(args.data, args.controls_train, args.controls_test,
                                                   max_steps=args.max_steps, pools=pools,
                                                   pretrain_steps=args.pretrain_steps, reader=reader)
         print(line("control: real vs shuffled", report["controls"]["shuffled"]), flush=True)
         print(line("control: real vs real", report["controls"]["real_vs_real"]), flush=True)
-    if args.mode or not args.controls_train:
+    for strength in args.style:  # constrained at another style strength: a mode of this run's own
+        ta.MODES[f"style-{strength:g}"] = {"style": strength}
+    modes = (args.mode or ([] if args.style else ["constrained"])) + [f"style-{s:g}" for s in args.style]
+    if modes or not args.controls_train:
         from persian_poetry.writing.bundle import load_model
 
         poetry = load_model(args.model)
-        for mode in args.mode or ["constrained"]:
+        for mode in modes or ["constrained"]:
             report["modes"][mode] = ta.evaluate_tell_apart(poetry, args.data, mode, args.train, args.test,
                                                            max_steps=args.max_steps, pools=pools,
                                                            held_out=args.held_out,

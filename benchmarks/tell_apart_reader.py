@@ -39,7 +39,7 @@ def main() -> None:
     ta.HIDDEN = args.hidden  # the recipe's width, for this run (part of the reader's cache key)
     started = time.perf_counter()
     pools = ta.real_couplet_pools(args.data)
-    reader = ta.pretrained_reader(args.data, pools, steps=args.steps, couplets=args.couplets)
+    reader = ta.pretrained_reader(args.data, steps=args.steps, couplets=args.couplets)
     network = ta.judge_network()
     network.load_state_dict(reader.weights)
     real = ta.sample_couplets(pools["test"], args.test, ta.SEED + 1)

@@ -271,3 +271,30 @@ def test_the_judge_reads_words_in_their_order():
     assert network(ids, words).shape == (2, 2)
     with pytest.raises(ValueError, match="bag of words"):
         ta.judge_network(ClassifierConfig(labels=ta.LABELS, words=8))
+
+
+def test_the_reader_reads_every_classical_poet_and_no_modern_one(tmp_path, one_thread, monkeypatch):
+    import gzip
+
+    from conftest import ganjoor_record
+
+    ghazals = hafez_ghazals()[:240]
+    names = ("hafez", "vahshi", "shamlou")  # offered; classical, not offered; modern
+    path = tmp_path / "poems.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, hemistichs in enumerate(ghazals):
+            f.write(json.dumps(ganjoor_record(i + 1, names[i % 3], hemistichs), ensure_ascii=False) + "\n")
+    train = ta.real_couplet_pools(path, ("train",), names)["train"]
+    by_poet = {name: sum(len(c) for (_, poet), c in train.items() if poet == name) for name in names}
+    assert all(by_poet.values())
+    read = {}
+    fit = ta._fit
+
+    def remember(sets, *args, **kwargs):
+        read["texts"] = sets[0] + sets[2]
+        return fit(sets, *args, **kwargs)
+
+    monkeypatch.setattr(ta, "_fit", remember)
+    ta.pretrained_reader(path, cache_dir=tmp_path, progress=False, steps=2, couplets=10**6)
+    assert len(read["texts"]) == 2 * (by_poet["hafez"] + by_poet["vahshi"])  # each real couplet and its shuffle
+    assert "shamlou" not in ta.READER_POETS and "vahshi" in ta.READER_POETS and "vahshi" not in OFFERED_POETS

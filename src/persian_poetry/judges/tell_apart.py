@@ -19,10 +19,10 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
   one torch thread; the classes drawn equally often (`fit_classifier(balanced=True)`), VAL_SHARE of
   each class's training couplets held out to choose the checkpoint.
 - Every judge starts from a reader (`pretrained_reader`): the same network trained once, on real
-  verse only, to tell PRETRAIN_COUPLETS real train-split couplets from the same couplets with their
-  words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
+  verse only, to tell the train-split couplets of READER_POETS (at most PRETRAIN_COUPLETS) from the
+  same couplets with their words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
   word order (the character network alone told real verse from its shuffle in 76% of couplets at
-  2,000 a class, 84% at 5,000); the reader has seen 600,000 and knows it before it meets a
+  2,000 a class, 84% at 5,000); the reader has seen some 900,000, every classical poet's, and knows it before it meets a
   generator's verse. It owes nothing to any generator, so it is cached per corpus
   (tell-apart/reader-*.safetensors) and each judge is still trained afresh from it on the
   generator's own couplets.
@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.corpus import OFFERED_POETS, read_jsonl
+from ..data.corpus import CLASSICAL_POETS, OFFERED_POETS, read_jsonl
 from ..errors import PoetryError
 from ..files import cache_root
 from ..text import normalize
@@ -93,7 +93,8 @@ THREADS = 1
 WORD_BUCKETS = 32768
 WORD_EMBEDDING = 64
 WORD_HIDDEN = 128
-PRETRAIN_COUPLETS = 600_000
+PRETRAIN_COUPLETS = 1_000_000  # more than the train split holds (about 920,000): all of them
+READER_POETS = CLASSICAL_POETS  # whose verse the reader reads: every classical poet's, not only the offered ones
 PRETRAIN_STEPS = 24_000
 PRETRAIN_SEED = 7
 PRETRAIN_VAL = 2500  # couplets of each class held out to choose the reader's checkpoint (VAL_SHARE would be 30,000)
@@ -120,7 +121,7 @@ DEFAULT_DATA = Path("../shared/data/ganjoor/poems.jsonl.gz")
 # Bump when what a cached poem line holds, or how requests are made, changes. A change of the
 # writing code is caught by rewriting the first cached poem of each form (`_still_written`).
 CACHE_VERSION = 1
-READER_VERSION = 2  # bump when what the reader learns from changes (2: the reader of words)
+READER_VERSION = 3  # bump when what the reader learns from changes (2: the reader of words; 3: every classical poet)
 
 
 def couplet_text(first: str, second: str) -> str:
@@ -289,12 +290,12 @@ def reader_cache_path(data: str | Path, steps: int = PRETRAIN_STEPS, couplets: i
     return folder / f"reader-{key}.safetensors"
 
 
-def pretrained_reader(data: str | Path = DEFAULT_DATA, pools: dict[str, Pool] | None = None,
-                      cache_dir: str | Path | None = None, progress: bool = True, steps: int = PRETRAIN_STEPS,
-                      couplets: int = PRETRAIN_COUPLETS) -> Reader:
-    """The reader every judge starts from: the judge's network trained on real train-split couplets of `data` against the same couplets
-    with their words shuffled, read from the cache when it was trained before. Real verse only: it
-    owes nothing to any generator. `couplets` is cut to what the pool holds (tests use tiny corpora)."""
+def pretrained_reader(data: str | Path = DEFAULT_DATA, cache_dir: str | Path | None = None, progress: bool = True,
+                      steps: int = PRETRAIN_STEPS, couplets: int = PRETRAIN_COUPLETS) -> Reader:
+    """The reader every judge starts from: the judge's network trained on real train-split couplets
+    of READER_POETS in `data` against the same couplets with their words shuffled, read from the
+    cache when it was trained before. Real verse only: it owes nothing to any generator. `couplets`
+    is cut to what the corpus holds (tests use tiny corpora)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -306,9 +307,9 @@ def pretrained_reader(data: str | Path = DEFAULT_DATA, pools: dict[str, Pool] | 
         with safe_open(path, "pt") as f:
             accuracy = json.loads(f.metadata()["report"])["best_val_hemistich_accuracy"]
     else:
-        pools = pools or real_couplet_pools(data, ("train",))
-        n = min(couplets, sum(len(c) for c in pools["train"].values()))
-        real = sample_couplets(pools["train"], n, PRETRAIN_SEED)
+        pool = real_couplet_pools(data, ("train",), READER_POETS)["train"]
+        n = min(couplets, sum(len(c) for c in pool.values()))
+        real = sample_couplets(pool, n, PRETRAIN_SEED)
         sets = _training_sets(real, shuffle_words(real, PRETRAIN_SEED), PRETRAIN_SEED, PRETRAIN_VAL)
         model, report = _fit(sets, PRETRAIN_SEED, progress, steps, BATCH_SIZE, LEARNING_RATE)
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -579,7 +580,7 @@ def evaluate_tell_apart(poetry, data: str | Path = DEFAULT_DATA, mode: str = "co
     first_held = HELD_OUT[held_out]
     pools = pools or real_couplet_pools(data, ("train", held_out))
     if reader is None and pretrain_steps:
-        reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps)
+        reader = pretrained_reader(data, cache_dir, progress, pretrain_steps)
     real_train = sample_couplets(pools["train"], n_train, seed)
     real_test = sample_couplets(pools[held_out], n_test, seed + 1)
     fake_train, train_poems = _generated(poetry, mode, n_train, TRAIN_FIRST_SEED, cache_dir, progress)
@@ -605,7 +606,7 @@ def evaluate_controls(data: str | Path = DEFAULT_DATA, n_train: int = 2000, n_te
     same couplets shuffled, (b) real against real (two disjoint samples)."""
     pools = pools or real_couplet_pools(data)
     if reader is None and pretrain_steps:
-        reader = pretrained_reader(data, pools, cache_dir, progress, pretrain_steps)
+        reader = pretrained_reader(data, cache_dir, progress, pretrain_steps)
     train = sample_couplets(pools["train"], 2 * n_train, seed)
     test = sample_couplets(pools["test"], 2 * n_test, seed + 1)
     shuffled = control_shuffled(train[:n_train], test[:n_test], seed, progress, max_steps, reader=reader)
