@@ -14,6 +14,10 @@ A user's install has no PyTorch: run the script with that environment's Python a
 it for the comparison (the two are timed in turn, run by run, so a change of load hits both):
 
     /tmp/user/bin/python benchmarks/generate_wall.py --torch-python .venv/bin/python
+
+and to compare two versions of the code, each installed in its own environment, run by run:
+
+    /tmp/user/bin/python benchmarks/generate_wall.py --against /tmp/old/bin/persian-poetry
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ def command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "persian_poetry.cli"]
 
 
-def run_once(args: list[str]) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (MiB) of one process."""
+def run_once(args: list[str], exe: list[str] | None = None) -> dict:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one process (`exe`: another install's command)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen((exe or command()) + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = proc.stdout.read()
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -100,6 +104,8 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="also time the parts inside one process")
     ap.add_argument("--torch-python", default=sys.executable,
                     help="the Python that times `import torch` (default: this one; skipped if it has no torch)")
+    ap.add_argument("--against", default=None, metavar="EXE",
+                    help="another install's persian-poetry (older code, say), timed in turn with this one's")
     args = ap.parse_args()
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
@@ -112,9 +118,11 @@ def main() -> None:
     run_once(GENERATE)  # warm the page cache
     find_torch = "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"
     has_torch = subprocess.run([args.torch_python, "-c", find_torch], check=False).returncode == 0
-    runs, torch_runs = [], []
+    runs, torch_runs, other_runs = [], [], []
     for _ in range(args.runs):
         runs.append(run_once(GENERATE))
+        if args.against:
+            other_runs.append(run_once(GENERATE, [args.against]))
         if has_torch:
             start = time.perf_counter()
             subprocess.run([args.torch_python, "-c", "import torch"], check=True)
@@ -122,6 +130,11 @@ def main() -> None:
     report(f"persian-poetry {' '.join(GENERATE)}", runs)
     if len({r["stdout"] for r in runs}) != 1:
         raise SystemExit("the same seed gave different poems")
+    if other_runs:
+        report(f"{args.against} {' '.join(GENERATE)}", other_runs)
+        same = other_runs[0]["stdout"] == runs[0]["stdout"]
+        print(f"  this one / that one = {statistics.median(r['wall_s'] for r in runs) / statistics.median(r['wall_s'] for r in other_runs):.2f}; "
+              f"the same poem: {same}")
     if torch_runs:
         ratio = statistics.median(r["wall_s"] for r in runs) / statistics.median(torch_runs)
         print(f'python -c "import torch": wall median {statistics.median(torch_runs):.2f} s; '
