@@ -9,7 +9,7 @@ thread and one BLAS thread, as the recipe has it. Writes every result as JSON to
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/tell_apart.py --data ../shared/data/ganjoor/poems.jsonl.gz \\
         --controls-train 2000 --controls-test 500 --mode constrained --train 600 --test 200 --out tell_apart.json
-    OPENBLAS_NUM_THREADS=1 python benchmarks/tell_apart.py --data ../shared/data/ganjoor/poems.jsonl.gz \
+    OPENBLAS_NUM_THREADS=1 python benchmarks/tell_apart.py --data ../shared/data/ganjoor/poems.jsonl.gz \\
         --controls-train 0 --mode constrained --style 0 --style 1 --train 2000 --test 500 --held-out val
 """
 
@@ -72,12 +72,13 @@ def main() -> None:
         print(line("control: real vs real", report["controls"]["real_vs_real"]), flush=True)
     for strength in args.style:  # constrained at another style strength: a mode of this run's own
         ta.MODES[f"style-{strength:g}"] = {"style": strength}
-    modes = (args.mode or ([] if args.style else ["constrained"])) + [f"style-{s:g}" for s in args.style]
-    if modes or not args.controls_train:
+    modes = (args.mode or ([] if args.style or args.controls_train else ["constrained"])) \
+        + [f"style-{s:g}" for s in args.style]
+    if modes:
         from persian_poetry.writing.bundle import load_model
 
         poetry = load_model(args.model)
-        for mode in modes or ["constrained"]:
+        for mode in modes:
             report["modes"][mode] = ta.evaluate_tell_apart(poetry, args.data, mode, args.train, args.test,
                                                            max_steps=args.max_steps, pools=pools,
                                                            held_out=args.held_out,

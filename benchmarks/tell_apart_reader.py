@@ -38,7 +38,7 @@ def main() -> None:
     one_blas_thread()
     ta.HIDDEN = args.hidden  # the recipe's width, for this run (part of the reader's cache key)
     started = time.perf_counter()
-    pools = ta.real_couplet_pools(args.data)
+    pools = ta.real_couplet_pools(args.data, ("test",))  # the reader reads its own train split
     reader = ta.pretrained_reader(args.data, steps=args.steps, couplets=args.couplets)
     network = ta.judge_network()
     network.load_state_dict(reader.weights)
