@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-chars", type=int, default=30_000_000, help="BPE training text cap")
     t.add_argument("--out", required=True, help="where to write the tokenizer JSON")
 
+    pd = sub.add_parser("prepare-data", help="encode a corpus once into a folder that train reads as --data",
+                        description="Encode a Ganjoor-schema JSONL corpus with a tokenizer into a folder of token "
+                                    "arrays (each split), the tokenizer, the metre names and the poets. `train --data "
+                                    "FOLDER` trains from it without the corpus file: copy it to a machine that lacks "
+                                    "the corpus, or give it to every rank of a multi-machine run.")
+    pd.add_argument("--data", required=True, help="Ganjoor-schema JSONL (.jsonl or .jsonl.gz)")
+    pd.add_argument("--tokenizer", required=True, help="'char' or a tokenizer JSON from train-tokenizer")
+    pd.add_argument("--poets", default="classical", help="'classical' (default), 'all' or comma-separated slugs")
+    pd.add_argument("--out", required=True, help="the folder to write (made if missing)")
+    pd.add_argument("--no-progress", action="store_true")
+
     c = sub.add_parser("train-metre-classifier", help="train the learned metre classifier (prosody)")
     c.add_argument("--data", required=True, help="Ganjoor-schema JSONL with metre labels")
     c.add_argument("--out", required=True, help="output directory (the shipped one: src/persian_poetry/assets/metre_classifier)")
@@ -362,6 +373,19 @@ def cmd_train_tokenizer(args) -> int:
     tokenizer.save(args.out)
     print(f"{args.kind} tokenizer with {tokenizer.vocab_size} tokens "
           f"({len(tokenizer.special_tokens)} special) written to {args.out}")
+    return 0
+
+
+def cmd_prepare_data(args) -> int:
+    from .data.corpus import resolve_poets
+    from .data.dataset import prepare_corpus
+    from .data.tokenizer import load_tokenizer
+
+    tokenizer = "char" if args.tokenizer == "char" else load_tokenizer(args.tokenizer)
+    corpus = prepare_corpus(args.data, tokenizer, resolve_poets(args.poets), args.out, progress=not args.no_progress)
+    counts = ", ".join(f"{name} {len(split.tokens):,} tokens in {split.n_poems:,} poems"
+                       for name, split in corpus.splits.items())
+    print(f"{args.out}: {counts}")
     return 0
 
 
@@ -644,6 +668,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "train-tokenizer": cmd_train_tokenizer,
+            "prepare-data": cmd_prepare_data,
             "evaluate": cmd_evaluate, "train-metre-classifier": cmd_train_metre_classifier, "scan": cmd_scan,
             "evaluate-prosody": cmd_evaluate_prosody, "evaluate-generation": cmd_evaluate_generation,
             "build-lexicon": cmd_build_lexicon, "train-poet-classifier": cmd_train_poet_classifier,

@@ -4,6 +4,10 @@ A split is stored as two arrays: `tokens` (every poem's header and body, one aft
 `index` (one row per poem: start offset, header length, body length, body characters). The
 cache key hashes the corpus file's bytes, the poet selection and the tokenizer, so a second run
 with the same inputs maps the arrays in seconds and a changed input rebuilds them.
+
+Such a folder is also a corpus of its own (`prepare_corpus`, the `prepare-data` command): it holds
+everything training reads, so a machine without the corpus file (a rented GPU, each rank of a
+multi-machine run) trains from the folder alone.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .controls import BEYT, END, HEMI, Controls, poem_header
 from .corpus import SPLITS, Poem, read_jsonl
 from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
-CACHE_VERSION = 2  # 2: the cache also holds tokenizer.json and metres.json
+CACHE_VERSION = 3  # 2: the cache also holds tokenizer.json and metres.json; 3: and poets.json
 START, HEADER, BODY_LEN, CHARS = range(4)  # columns of `index`
 
 
@@ -136,42 +140,57 @@ class EncodedCorpus(NamedTuple):
     data_hash: str  # sha256 of the corpus file
     tokenizer: CharTokenizer | BPETokenizer
     metres: dict[int, str]  # Ganjoor metre id -> its name, for the poems read
+    poets: list[str] | None = None  # the poets encoded (None: every poet of the corpus)
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    if tokenizer == "char":
+        material = "char"  # fully determined by the corpus and the poets
+    else:
+        material = json.dumps(tokenizer.special_tokens) + tokenizer.kind + str(tokenizer.vocab_size)
+        if tokenizer.kind == "bpe":
+            material += tokenizer.hf.to_str()
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def same_tokenizer(a: CharTokenizer | BPETokenizer, b: CharTokenizer | BPETokenizer) -> bool:
+    return _tokenizer_digest(a) == _tokenizer_digest(b)
 
 
 def _cache_key(data_hash: str, poets: list[str] | None, tokenizer) -> str:
-    if tokenizer == "char":
-        tok_material = "char"  # fully determined by the corpus and the poets
-    else:
-        tok_material = json.dumps(tokenizer.special_tokens) + tokenizer.kind + str(tokenizer.vocab_size)
-        if tokenizer.kind == "bpe":
-            tok_material += tokenizer.hf.to_str()
     material = json.dumps([CACHE_VERSION, data_hash, sorted(poets) if poets is not None else None,
-                           hashlib.sha256(tok_material.encode()).hexdigest()])
+                           _tokenizer_digest(tokenizer)])
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
-                       poets: Iterable[str] | None = None, cache_dir: str | Path | None = None,
-                       progress: bool = True) -> EncodedCorpus:
-    """Encode a Ganjoor-schema JSONL corpus into train/val/test splits, cached as .npy memmaps.
+def is_prepared_corpus(path: str | Path) -> bool:
+    """Whether `path` is a folder written by `prepare_corpus` (or the training cache)."""
+    return (Path(path) / "done").is_file()
 
-    `tokenizer` is a tokenizer, or "char" for a character tokenizer whose special tokens are the
-    controls found in the corpus (stored with the cache, so a second run needs no corpus pass).
-    """
-    data_path = Path(data_path)
-    if not data_path.exists():
+
+def read_prepared_corpus(folder: str | Path) -> EncodedCorpus:
+    """The encoded corpus in `folder`, its token arrays mapped rather than read."""
+    folder = Path(folder)
+    if not is_prepared_corpus(folder):
+        raise FileNotFoundError(f"not a prepared corpus (no 'done' file): {folder}")
+    splits = {s: EncodedSplit(np.load(folder / f"{s}.tokens.npy", mmap_mode="r"),
+                              np.load(folder / f"{s}.index.npy")) for s in SPLITS}
+    metres = {int(k): v for k, v in json.loads((folder / "metres.json").read_text(encoding="utf-8")).items()}
+    poets = json.loads((folder / "poets.json").read_text(encoding="utf-8"))
+    return EncodedCorpus(splits, (folder / "done").read_text().strip(), load_tokenizer(folder / "tokenizer.json"),
+                         metres, poets)
+
+
+def prepare_corpus(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
+                   poets: Iterable[str] | None, folder: str | Path, progress: bool = True,
+                   data_hash: str | None = None) -> EncodedCorpus:
+    """Encode a Ganjoor-schema JSONL corpus into `folder`: each split's tokens and index (.npy), the
+    tokenizer, the metre names, the poets, and last a `done` file holding the corpus's sha256."""
+    data_path, folder = Path(data_path), Path(folder)
+    if not data_path.is_file():
         raise FileNotFoundError(f"corpus file not found: {data_path}")
-    cache_dir = Path(cache_dir or cache_root())
-    poets = list(poets) if poets is not None else None  # read twice (key, then poems): not a one-shot iterator
-    data_hash = sha256_of(data_path)
-    folder = cache_dir / _cache_key(data_hash, poets, tokenizer)
-    if (folder / "done").exists():
-        splits = {s: EncodedSplit(np.load(folder / f"{s}.tokens.npy", mmap_mode="r"),
-                                  np.load(folder / f"{s}.index.npy")) for s in SPLITS}
-        metres = {int(k): v for k, v in json.loads((folder / "metres.json").read_text(encoding="utf-8")).items()}
-        if tokenizer == "char":
-            tokenizer = load_tokenizer(folder / "tokenizer.json")
-        return EncodedCorpus(splits, data_hash, tokenizer, metres)
+    poets = list(poets) if poets is not None else None
+    data_hash = data_hash or sha256_of(data_path)
     by_split: dict[str, list[Poem]] = {s: [] for s in SPLITS}
     metres: dict[int, str] = {}
     for poem in tqdm(read_jsonl(data_path, poets), desc="reading poems", unit=" poems", disable=not progress,
@@ -193,5 +212,27 @@ def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETok
     tokenizer.save(folder / "tokenizer.json")
     (folder / "metres.json").write_text(json.dumps({str(k): v for k, v in sorted(metres.items())},
                                                    ensure_ascii=False), encoding="utf-8")
+    (folder / "poets.json").write_text(json.dumps(poets), encoding="utf-8")
     (folder / "done").write_text(data_hash)
-    return EncodedCorpus(splits, data_hash, tokenizer, metres)
+    return EncodedCorpus(splits, data_hash, tokenizer, metres, poets)
+
+
+def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
+                       poets: Iterable[str] | None = None, cache_dir: str | Path | None = None,
+                       progress: bool = True) -> EncodedCorpus:
+    """Encode a Ganjoor-schema JSONL corpus into train/val/test splits, cached as .npy memmaps.
+
+    `tokenizer` is a tokenizer, or "char" for a character tokenizer whose special tokens are the
+    controls found in the corpus (stored with the cache, so a second run needs no corpus pass).
+    """
+    data_path = Path(data_path)
+    if not data_path.exists():
+        raise FileNotFoundError(f"corpus file not found: {data_path}")
+    poets = list(poets) if poets is not None else None  # read twice (key, then poems): not a one-shot iterator
+    data_hash = sha256_of(data_path)
+    folder = Path(cache_dir or cache_root()) / _cache_key(data_hash, poets, tokenizer)
+    if is_prepared_corpus(folder):
+        corpus = read_prepared_corpus(folder)
+        # the caller's own tokenizer object (the cached copy is equal to it by the key)
+        return corpus if tokenizer == "char" else corpus._replace(tokenizer=tokenizer)
+    return prepare_corpus(data_path, tokenizer, poets, folder, progress, data_hash)

@@ -88,7 +88,8 @@ SHARED_DATA = Path("../shared/data")
 
 @dataclass
 class TrainConfig:
-    data: str = option(str(SHARED_DATA / "ganjoor" / "poems.jsonl.gz"), "corpus: Ganjoor-schema JSONL(.gz), or a .txt split 90/10 by position")
+    data: str = option(str(SHARED_DATA / "ganjoor" / "poems.jsonl.gz"), "corpus: Ganjoor-schema JSONL(.gz), a folder from prepare-data "
+                                                                   "(its own tokenizer and poets), or a .txt split 90/10 by position")
     out_dir: str = option("runs/default", "run directory: checkpoint.pt and model/ (default runs/default)")
     poets: str = option("classical", "'classical' (default), 'all', or comma-separated poet slugs")
     tokenizer: str = option("char", "'char' or a tokenizer JSON from train-tokenizer")

@@ -18,14 +18,18 @@ from matplotlib.figure import Figure
 
 
 def git_commit() -> str | None:
+    """The checkout's commit (with -dirty when tracked files changed); in a copy without .git (a rented
+    machine), $PERSIAN_POETRY_COMMIT, which whoever copied it sets."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).parent).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
-        return (commit + ("-dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
-        return None
+        commit = dirty = ""
+    if commit:
+        return commit + ("-dirty" if dirty else "")
+    return os.environ.get("PERSIAN_POETRY_COMMIT") or None
 
 
 def now() -> str:

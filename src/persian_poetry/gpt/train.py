@@ -29,7 +29,8 @@ from safetensors.torch import load_model as load_weights
 from tqdm import tqdm
 
 from ..data.corpus import read_plain_text, resolve_poets
-from ..data.dataset import load_corpus_splits, split_plain_text
+from ..data.dataset import (is_prepared_corpus, load_corpus_splits, read_prepared_corpus, same_tokenizer,
+                            split_plain_text)
 from ..data.tokenizer import CharTokenizer, load_tokenizer
 from ..errors import PoetryError
 from ..files import sha256_of
@@ -81,6 +82,10 @@ def load_data(cfg: TrainConfig):
     data = Path(cfg.data)
     if not data.exists():
         raise FileNotFoundError(f"training data not found: {data} (pass --data PATH)")
+    if is_prepared_corpus(data):
+        corpus = read_prepared_corpus(data)
+        _check_prepared(corpus, cfg)
+        return corpus.tokenizer, corpus.splits, corpus.data_hash, corpus.metres, corpus.poets or []
     if data.suffix == ".txt":
         tokenizer = CharTokenizer([]) if cfg.tokenizer == "char" else load_tokenizer(cfg.tokenizer)
         return tokenizer, split_plain_text(read_plain_text(data), tokenizer), sha256_of(data), {}, []
@@ -143,6 +148,18 @@ def _resume_from_weights(model_dir: Path, model: GPT) -> dict:
     return {"step": report.get("steps", 0), "elapsed": report.get("train_seconds", 0.0),
             "tokens_seen": report.get("tokens_seen", 0), "history": report.get("history", []),
             "legs": report.get("legs", [])}
+
+
+def _check_prepared(corpus, cfg: TrainConfig) -> None:
+    """A prepared corpus brings its own poets and tokenizer: options that ask for others are errors."""
+    poets = resolve_poets(cfg.poets)
+    if poets != corpus.poets:
+        wanted = ("all" if corpus.poets is None else "classical" if corpus.poets == resolve_poets("classical")
+                  else ",".join(corpus.poets))
+        raise PoetryError(f"{cfg.data} holds other poets than --poets {cfg.poets!r}: pass --poets {wanted}")
+    if cfg.tokenizer != "char" and not same_tokenizer(load_tokenizer(cfg.tokenizer), corpus.tokenizer):
+        raise PoetryError(f"{cfg.data} was encoded with another tokenizer than {cfg.tokenizer}: leave out "
+                          "--tokenizer (the prepared corpus holds its own)")
 
 
 def train(cfg: TrainConfig, command_line: list[str] | None = None) -> dict:
