@@ -38,7 +38,7 @@ Ten poems of the shipped model, as `persian-poetry generate` writes them with it
 forms, metres and seeds fixed in `scripts/write_samples.py` before any poem was seen: nothing is picked or
 edited. `python scripts/write_samples.py` writes this page again; a test checks that it is what the code
 writes. Each hemistich scans in the stated metre and each rhyming one ends on the rhyme, by construction; what
-the verse says is up to the model, and most lines are not yet Persian sentences.
+the verse says is up to the model: many lines read as Persian clauses, few couplets hold one thought.
 """
 
 

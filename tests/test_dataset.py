@@ -253,7 +253,7 @@ def done_files(cache: Path) -> list[Path]:
 
 def test_load_corpus_splits_encodes_each_split(corpus_file, tmp_path):
     tok = corpus_tokenizer(corpus_file)
-    splits, data_hash, _, _ = load_corpus_splits(corpus_file, tok, cache_dir=tmp_path / "cache", progress=False)
+    splits, data_hash, *_ = load_corpus_splits(corpus_file, tok, cache_dir=tmp_path / "cache", progress=False)
     assert data_hash == hashlib.sha256(corpus_file.read_bytes()).hexdigest()
     assert set(splits) == {"train", "val", "test"}
     poems = list(read_jsonl(corpus_file))
@@ -269,7 +269,7 @@ def test_load_corpus_splits_encodes_each_split(corpus_file, tmp_path):
 def test_second_call_is_served_from_cache(corpus_file, tmp_path, monkeypatch):
     tok = corpus_tokenizer(corpus_file)
     cache = tmp_path / "cache"
-    first, hash1, _, _ = load_corpus_splits(corpus_file, tok, cache_dir=cache, progress=False)
+    first, hash1, *_ = load_corpus_splits(corpus_file, tok, cache_dir=cache, progress=False)
     assert len(done_files(cache)) == 1
     assert done_files(cache)[0].read_text() == hash1
 
@@ -277,7 +277,7 @@ def test_second_call_is_served_from_cache(corpus_file, tmp_path, monkeypatch):
         raise AssertionError("the corpus was read again instead of served from the cache")
 
     monkeypatch.setattr(dataset, "read_jsonl", no_reading)
-    second, hash2, _, _ = load_corpus_splits(corpus_file, tok, cache_dir=cache, progress=False)
+    second, hash2, *_ = load_corpus_splits(corpus_file, tok, cache_dir=cache, progress=False)
     assert hash2 == hash1
     for name in ("train", "val", "test"):
         assert isinstance(second[name].tokens, np.memmap)
@@ -294,12 +294,12 @@ def test_changed_inputs_change_the_key(corpus_file, tmp_path):
 
     # Another tokenizer (one more special token): another key, another folder.
     other = CharTokenizer(tok.special_tokens + ["<|poet:ferdousi|>"])
-    splits, _, _, _ = load_corpus_splits(corpus_file, other, cache_dir=cache, progress=False)
+    splits, *_ = load_corpus_splits(corpus_file, other, cache_dir=cache, progress=False)
     assert len(done_files(cache)) == 2
     assert splits["train"].n_poems == 8
 
     # A poet selection: another key, and only those poets.
-    hafez, _, _, _ = load_corpus_splits(corpus_file, tok, poets=["hafez"], cache_dir=cache, progress=False)
+    hafez, *_ = load_corpus_splits(corpus_file, tok, poets=["hafez"], cache_dir=cache, progress=False)
     assert len(done_files(cache)) == 3
     assert 0 < hafez["train"].n_poems < 8
 
@@ -312,12 +312,12 @@ def test_changed_inputs_change_the_key(corpus_file, tmp_path):
 def test_poet_selection_as_any_iterable(corpus_file, tmp_path):
     tok = corpus_tokenizer(corpus_file)
     cache = tmp_path / "cache"
-    as_list, _, _, _ = load_corpus_splits(corpus_file, tok, poets=["hafez"], cache_dir=tmp_path / "a", progress=False)
-    as_gen, _, _, _ = load_corpus_splits(corpus_file, tok, poets=(p for p in ["hafez"]), cache_dir=cache, progress=False)
+    as_list, *_ = load_corpus_splits(corpus_file, tok, poets=["hafez"], cache_dir=tmp_path / "a", progress=False)
+    as_gen, *_ = load_corpus_splits(corpus_file, tok, poets=(p for p in ["hafez"]), cache_dir=cache, progress=False)
     assert as_gen["train"].n_poems == as_list["train"].n_poems > 0
     # An empty selection selects nothing, and must not share the cache of "no selection".
-    everything, _, _, _ = load_corpus_splits(corpus_file, tok, poets=None, cache_dir=cache, progress=False)
-    nothing, _, _, _ = load_corpus_splits(corpus_file, tok, poets=[], cache_dir=cache, progress=False)
+    everything, *_ = load_corpus_splits(corpus_file, tok, poets=None, cache_dir=cache, progress=False)
+    nothing, *_ = load_corpus_splits(corpus_file, tok, poets=[], cache_dir=cache, progress=False)
     assert everything["train"].n_poems == 8
     assert all(nothing[s].n_poems == 0 for s in ("train", "val", "test"))
 

@@ -212,3 +212,56 @@ def test_resume_from_model_weights_alone_when_the_checkpoint_is_lost(corpus_path
     assert report["steps"] == 14 and report["tokens_seen"] == 14 * 8 * 64  # counted on from the report
     assert load_training_state(tmp_path / "checkpoint.pt")["warm_from"] == 10
     assert [(leg["start_step"], leg["end_step"]) for leg in report["legs"]] == [(0, 10), (10, 14)]  # from the report
+
+
+def test_a_prepared_folder_trains_like_its_corpus_without_the_corpus(corpus_path, tmp_path, capsys):
+    """prepare-data's folder is all train needs: the same weights as from the corpus file, with the file gone."""
+    import shutil
+
+    from persian_poetry.cli import main
+
+    corpus = tmp_path / "poems.jsonl.gz"
+    shutil.copy(corpus_path, corpus)
+    folder = tmp_path / "prepared"
+    assert main(["prepare-data", "--data", str(corpus), "--tokenizer", "char", "--poets", "all", "--out", str(folder),
+                 "--no-progress"]) == 0
+    assert "train" in capsys.readouterr().out
+    from_file = train(tiny_config(corpus, tmp_path / "a", max_steps=4, eval_interval=4), command_line=["test"])
+    corpus.unlink()
+    from_folder = train(tiny_config(folder, tmp_path / "b", max_steps=4, eval_interval=4), command_line=["test"])
+    assert from_folder["data"]["sha256"] == from_file["data"]["sha256"]
+    weights = [json.loads((tmp_path / run / "model" / "config.json").read_text())["sha256"]["model.safetensors"]
+               for run in ("a", "b")]
+    assert weights[0] == weights[1]
+    assert from_folder["final_val"] == from_file["final_val"]
+
+
+def test_a_prepared_folder_refuses_other_poets_or_tokenizer(corpus_path, tmp_path):
+    from persian_poetry.data.dataset import prepare_corpus
+    from persian_poetry.data.tokenizer import CharTokenizer
+    from persian_poetry.errors import PoetryError
+
+    folder = tmp_path / "prepared"
+    corpus = prepare_corpus(corpus_path, "char", ["hafez"], folder, progress=False)
+    assert corpus.poets == ["hafez"] and corpus.splits["train"].n_poems > 0
+    with pytest.raises(PoetryError, match="--poets hafez"):
+        train(tiny_config(folder, tmp_path / "run", poets="all"), command_line=["test"])
+    other = CharTokenizer(corpus.tokenizer.special_tokens + ["<|poet:nobody|>"])
+    other.save(tmp_path / "other.json")
+    with pytest.raises(PoetryError, match="another tokenizer"):
+        train(tiny_config(folder, tmp_path / "run", poets="hafez", tokenizer=str(tmp_path / "other.json")),
+              command_line=["test"])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
+    from persian_poetry.gpt import report as reporting
+
+    monkeypatch.setenv("PERSIAN_POETRY_COMMIT", "abc1234")
+    monkeypatch.setattr(reporting.subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=""))  # no repository
+    assert reporting.git_commit() == "abc1234"
+    monkeypatch.setattr(reporting.subprocess, "run", lambda *a, **k: SimpleNamespace(stdout="f00d\n"))
+    assert reporting.git_commit() == "f00d-dirty"  # a real checkout wins over the variable
+    monkeypatch.delenv("PERSIAN_POETRY_COMMIT")
+    monkeypatch.setattr(reporting.subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=""))
+    assert reporting.git_commit() is None

@@ -181,7 +181,7 @@ def read_prepared_corpus(folder: str | Path) -> EncodedCorpus:
                          metres, poets)
 
 
-def prepare_corpus(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
+def prepare_corpus(data_path: str | Path, tokenizer: CharTokenizer | BPETokenizer | str,
                    poets: Iterable[str] | None, folder: str | Path, progress: bool = True,
                    data_hash: str | None = None) -> EncodedCorpus:
     """Encode a Ganjoor-schema JSONL corpus into `folder`: each split's tokens and index (.npy), the
@@ -217,7 +217,7 @@ def prepare_corpus(data_path: str | Path, tokenizer: "CharTokenizer | BPETokeniz
     return EncodedCorpus(splits, data_hash, tokenizer, metres, poets)
 
 
-def load_corpus_splits(data_path: str | Path, tokenizer: "CharTokenizer | BPETokenizer | str",
+def load_corpus_splits(data_path: str | Path, tokenizer: CharTokenizer | BPETokenizer | str,
                        poets: Iterable[str] | None = None, cache_dir: str | Path | None = None,
                        progress: bool = True) -> EncodedCorpus:
     """Encode a Ganjoor-schema JSONL corpus into train/val/test splits, cached as .npy memmaps.

@@ -29,8 +29,13 @@ from safetensors.torch import load_model as load_weights
 from tqdm import tqdm
 
 from ..data.corpus import read_plain_text, resolve_poets
-from ..data.dataset import (is_prepared_corpus, load_corpus_splits, read_prepared_corpus, same_tokenizer,
-                            split_plain_text)
+from ..data.dataset import (
+    is_prepared_corpus,
+    load_corpus_splits,
+    read_prepared_corpus,
+    same_tokenizer,
+    split_plain_text,
+)
 from ..data.tokenizer import CharTokenizer, load_tokenizer
 from ..errors import PoetryError
 from ..files import sha256_of
