@@ -202,6 +202,7 @@ def prepare_corpus(data_path: str | Path, tokenizer: CharTokenizer | BPETokenize
         tokenizer = CharTokenizer(Controls.from_poems(p for ps in by_split.values() for p in ps).special_tokens())
     controls = Controls.from_special_tokens(tokenizer.special_tokens)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "done").unlink(missing_ok=True)  # a folder written over is no corpus until it is whole again
     splits = {}
     for name, poems in by_split.items():
         splits[name] = encode_poems(poems, tokenizer, controls)

@@ -158,7 +158,7 @@ def _resume_from_weights(model_dir: Path, model: GPT) -> dict:
 def _check_prepared(corpus, cfg: TrainConfig) -> None:
     """A prepared corpus brings its own poets and tokenizer: options that ask for others are errors."""
     poets = resolve_poets(cfg.poets)
-    if poets != corpus.poets:
+    if (poets is None) != (corpus.poets is None) or sorted(poets or []) != sorted(corpus.poets or []):
         wanted = ("all" if corpus.poets is None else "classical" if corpus.poets == resolve_poets("classical")
                   else ",".join(corpus.poets))
         raise PoetryError(f"{cfg.data} holds other poets than --poets {cfg.poets!r}: pass --poets {wanted}")
