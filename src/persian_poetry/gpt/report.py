@@ -95,7 +95,7 @@ def write_report(directory: str | Path, report: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     (directory / "report.md").write_text(markdown(report), encoding="utf-8")
-    plot_history(report["history"], directory / "loss.png")
+    plot_history(report["history"], directory / "loss.png", report.get("config", {}).get("eval_poems"))
 
 
 def markdown(report: dict) -> str:
@@ -133,13 +133,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_history(history: list[dict], path: Path) -> None:
+def plot_history(history: list[dict], path: Path, eval_poems: int | None = None) -> None:
+    """Validation bits/char against tokens. The last point, the whole val split at the end, is drawn
+    apart from the line of the periodic validations, which score only the first `eval_poems` poems
+    and so sit lower or higher by the choice of poems, not by training."""
     fig = Figure(figsize=(7, 4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     if history:
         tokens = [h["tokens"] / 1e6 for h in history]
-        ax.plot(tokens, [h["val_bits_per_char"] for h in history], marker="o", ms=3, label="validation bits/char")
+        bits = [h["val_bits_per_char"] for h in history]
+        periodic = f"validation bits/char, first {eval_poems} val poems" if eval_poems else "validation bits/char"
+        ax.plot(tokens[:-1], bits[:-1], marker="o", ms=3, label=periodic)
+        ax.plot(tokens[-1:], bits[-1:], marker="D", ms=6, linestyle="none", label="the whole val split, at the end")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("bits per character")
     ax.grid(alpha=0.3)
