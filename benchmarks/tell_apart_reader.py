@@ -40,7 +40,7 @@ def main() -> None:
     started = time.perf_counter()
     pools = ta.real_couplet_pools(args.data, ("test",))  # the reader reads its own train split
     reader = ta.pretrained_reader(args.data, steps=args.steps, couplets=args.couplets)
-    network = ta.judge_network()
+    network = ta.reader_network()
     network.load_state_dict(reader.weights)
     real = ta.sample_couplets(pools["test"], args.test, ta.SEED + 1)
     texts = [ta.model_text(c) for c in real + ta.shuffle_words(real, ta.SEED + 1)]

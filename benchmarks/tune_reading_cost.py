@@ -2,7 +2,7 @@
 vowels and licences), judged by the learned metre classifier alone, which the decoding never
 consults, on poems that are not the reported ones (`evaluate-generation`'s requests from seed 5000
 instead of 1000). The judge's own ceiling (`verse.MAX_READING_COST`, what 90% of Hafez's
-hemistichs meet) stays as it is; only the writer is held lower. Each ceiling also counts the
+hemistichs meet) stays as it is; only the writer's (`verse.WRITING_MAX_COST`) moves. Each ceiling also counts the
 decoding steps (forward passes) of the Hafez ghazals of seeds 1-10, what a lower ceiling costs in
 speed.
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("-n", type=int, default=60)
-    parser.add_argument("--costs", type=float, nargs="+", default=[verse.MAX_READING_COST, 2.0])
+    parser.add_argument("--costs", type=float, nargs="+", default=[verse.MAX_READING_COST, verse.WRITING_MAX_COST])
     parser.add_argument("--first-seed", type=int, default=5000)
     args = parser.parse_args()
     one_blas_thread()

@@ -11,12 +11,14 @@ import json
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import hafez_ghazals
 
 from persian_poetry.data.corpus import OFFERED_POETS
 from persian_poetry.errors import PoetryError
 from persian_poetry.judges import tell_apart as ta
+from persian_poetry.judges.reader_network import METRE_EVIDENCE, metre_evidence, with_metre_head
 from persian_poetry.text import normalize
 from persian_poetry.writing import generate
 
@@ -238,13 +240,18 @@ def test_the_reader_is_trained_once_on_real_verse_and_every_judge_starts_from_it
     assert len({reader.path, ta.reader_cache_path(corpus_path, 21, 300, tmp_path),
                 ta.reader_cache_path(corpus_path, 20, 301, tmp_path)}) == 3
     monkeypatch.setattr(ta, "_fit", fit)
-    # A judge given no steps is the reader itself: it starts from those weights, not from new ones.
+    # A judge given no steps is the reader itself: it starts from those weights, not from new ones,
+    # and hears the metre with weights of zero until it learns what the metre tells.
     real, fake = couplets[:40], ta.shuffle_words(couplets[:40], seed=1)
     real_test, fake_test = couplets[500:560], ta.shuffle_words(couplets[500:560], seed=2)
     result = ta.tell_apart(real, fake, real_test, fake_test, progress=False, max_steps=0, reader=reader)
-    network = ta.judge_network()
+    network = ta.reader_network()
     network.load_state_dict(reader.weights)
-    predicted = network.probabilities([ta.model_text(c) for c in real_test + fake_test]).argmax(-1).numpy()
+    texts = [ta.model_text(c) for c in real_test + fake_test]
+    predicted = network.probabilities(texts).argmax(-1).numpy()
+    judge = ta.judge_network()
+    judge.load_state_dict(with_metre_head(reader.weights))
+    assert torch.allclose(judge.probabilities(texts), network.probabilities(texts))
     expected = ((predicted[:60] == 0).sum() + (predicted[60:] == 1).sum()) / 120
     assert result.accuracy == round(float(expected), 4)
     assert result.recipe["pretrain"]["steps"] == 20 and result.recipe["learning_rate"] == ta.FINE_TUNE_LEARNING_RATE
@@ -266,11 +273,32 @@ def test_the_judge_reads_words_in_their_order():
     assert forward.tolist() == backward[::-1].tolist() and len(set(forward.tolist())) == 5
     assert forward.min() >= 1 and forward.max() <= ta.WORD_BUCKETS
     network = ta.judge_network()
-    ids, words = network.encode(["دل من - جان تو", "تو جان - من دل"])
+    ids, words, metre = network.encode(["دل من - جان تو", "تو جان - من دل"])
     assert words.tolist() == [forward.tolist(), backward.tolist()]
-    assert network(ids, words).shape == (2, 2)
+    assert network(ids, words, metre).shape == (2, 2) and metre.shape == (2, METRE_EVIDENCE)
     with pytest.raises(ValueError, match="bag of words"):
         ta.judge_network(ClassifierConfig(labels=ta.LABELS, words=8))
+
+
+def test_the_judge_hears_the_metre_that_a_reshuffle_breaks(couplets):
+    real = couplets[:200]
+    texts = [ta.model_text(c) for c in real + ta.shuffle_words(real, seed=4)]
+    heard = metre_evidence(texts, ta.MODEL_SEPARATOR, ta.DROP)
+    assert heard.shape == (400, METRE_EVIDENCE) and heard.dtype == np.float32 and np.isfinite(heard).all()
+    # Hafez's own order is heard in one metre; the same words reshuffled mostly are not.
+    joint, agree = heard[:, 4], heard[:, 3]
+    assert joint[:200].mean() > joint[200:].mean() + 1.0
+    assert agree[:200].mean() > agree[200:].mean() + 0.2
+    assert (joint[:200] > np.median(joint[200:])).mean() > 0.8
+    # Vowel marks are the editors', not the poet's: the judge hears a couplet the same without them.
+    marked = "دلَم - جانِ تو"
+    assert np.array_equal(metre_evidence([marked], ta.MODEL_SEPARATOR, ta.DROP),
+                          metre_evidence(["دلم - جان تو"], ta.MODEL_SEPARATOR, ta.DROP))
+    judge = ta.judge_network()
+    *_, metre = judge.encode(texts[:3])
+    assert np.allclose(metre.numpy(), heard[:3], atol=1e-5)  # a batch of 3, not 400: the last bits may differ
+    with pytest.raises(ValueError, match="metre evidence"):
+        judge(*judge.encode(texts[:3])[:2])
 
 
 def test_the_reader_reads_every_classical_poet_and_no_modern_one(tmp_path, one_thread, monkeypatch):

@@ -19,7 +19,9 @@ from persian_poetry.writing.bundle import load_model
 from persian_poetry.writing.generate import PoemRequest, write_poem
 from persian_poetry.writing.verse import (
     MAX_FUNCTION_RUN,
+    MAX_READING_COST,
     MIN_POET_VOCABULARY,
+    WRITING_MAX_COST,
     HemistichResult,
     RhymeSpec,
     VerseWriter,
@@ -36,7 +38,7 @@ def shipped():
 
 
 def test_the_tracker_follows_a_real_hemistich_word_by_word():
-    tracker = MetreTracker(2, max_cost=3.0)  # the cap generation uses
+    tracker = MetreTracker(2, max_cost=MAX_READING_COST)  # the judges' cap
     words = HAFEZ.split()
     assert all(tracker.viable(words[:k]) for k in range(1, len(words) + 1))
     assert tracker.complete(HAFEZ)
@@ -127,7 +129,8 @@ def test_decoder_rewinds_across_a_window_slide(tiny_model_dir):
 
 def _check_poem(poem, metre: int, spec: RhymeSpec, form: str):
     hemistichs = [h for pair in poem.couplets for h in pair]
-    tracker = MetreTracker(metre, max_cost=3.0)
+    tracker = MetreTracker(metre, max_cost=WRITING_MAX_COST)  # the writer's cap, lower than the judges'
+    assert WRITING_MAX_COST < MAX_READING_COST
     kept = [i for i in range(len(hemistichs)) if i not in poem.constraints["relaxed"]]
     assert len(kept) >= len(hemistichs) - 1  # at most one hemistich may give up the metre
     assert all(tracker.complete(hemistichs[i]) for i in kept)

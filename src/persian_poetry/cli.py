@@ -229,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes it")
 
     tj = sub.add_parser("tell-apart", help="how often a fresh classifier tells generated couplets from real ones",
-                        description="Train a fresh judge (a character BiGRU with a fixed recipe, judges/tell_apart.py), "
+                        description="Train a fresh judge (BiGRUs over the characters and over the words in order, hearing the "
+                                    "metre through the metre classifier; a fixed recipe, judges/tell_apart.py), "
                                     "starting from a reader that learned word order on real verse against its own "
-                                    "shuffles (trained once per corpus, about 15 minutes on one thread, then cached), on "
+                                    "shuffles (trained once per corpus, about 90 minutes on one thread, then cached), on "
                                     "real train-split couplets of the offered poets against couplets the model writes, and "
                                     "report its accuracy on held-out couplets, equal numbers of each: 50%% means the two "
                                     "cannot be told apart. Generated couplets are cached under the cache folder "

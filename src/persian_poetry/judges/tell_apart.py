@@ -8,7 +8,9 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
 - The unit is a couplet, its two hemistichs joined with " / " (`couplet_text`). The network
   (`reader_network.ReaderNetwork`) is the metre classifier's (characters, a BiGRU, mean+max pooling)
   beside a BiGRU over the words, each hashed into a bucket, in their order; one linear layer reads
-  both, with labels "real" and "generated". It has no bag of words: it reads the text in order, so a
+  both, with labels "real" and "generated"; the judge (not the reader below) also hears the metre: how
+  clearly the shipped metre classifier hears one metre in the couplet (`reader_network.metre_evidence`;
+  a judge the decoding never consults). It has no bag of words: it reads the text in order, so a
   bag of the canon's words in the wrong order does not pass. It ignores short-vowel
   marks and punctuation, as the poet classifier does (`poet.IGNORED`): in Ganjoor both are mostly the
   editors' choice, and generation writes no vowel marks by default, so the judge would otherwise
@@ -20,7 +22,8 @@ figure: 50% means the generated couplets cannot be told from real ones, 100% tha
   each class's training couplets held out to choose the checkpoint.
 - Every judge starts from a reader (`pretrained_reader`): the same network trained once, on real
   verse only, to tell the train-split couplets of READER_POETS (at most PRETRAIN_COUPLETS) from the
-  same couplets with their words shuffled. A judge trained from scratch on a few thousand couplets a class learns little of
+  same couplets with their words shuffled (it hears no metre: the judge starts with the metre's weights
+  at zero, `reader_network.with_metre_head`). A judge trained from scratch on a few thousand couplets a class learns little of
   word order (the character network alone told real verse from its shuffle in 76% of couplets at
   2,000 a class, 84% at 5,000); the reader has seen some 900,000, every classical poet's, and knows it before it meets a
   generator's verse. It owes nothing to any generator, so it is cached per corpus
@@ -197,10 +200,29 @@ def _judge_config():
 
 
 def judge_network(config=None):
-    """A fresh network of the recipe (`reader_network.ReaderNetwork`); `fit_classifier` calls it with the config."""
+    """A fresh judge of the recipe (`reader_network.ReaderNetwork`, hearing metre); `fit_classifier`
+    calls it with the config."""
+    from .reader_network import ReaderNetwork
+
+    return ReaderNetwork(config or _judge_config(), WORD_BUCKETS, WORD_EMBEDDING, WORD_HIDDEN, hears_metre=True,
+                         separator=MODEL_SEPARATOR)
+
+
+def reader_network(config=None):
+    """A fresh reader: the judge's network without the metre evidence (`pretrained_reader` trains it)."""
     from .reader_network import ReaderNetwork
 
     return ReaderNetwork(config or _judge_config(), WORD_BUCKETS, WORD_EMBEDDING, WORD_HIDDEN)
+
+
+def metre_recipe() -> dict:
+    """What the judge hears of metre, as reported with every result: the evidence's columns and the
+    sha256 of the metre classifier's weights it comes from."""
+    from ..assets import METRE_CLASSIFIER_DIR
+    from .reader_network import METRE_EVIDENCE
+
+    config = json.loads((METRE_CLASSIFIER_DIR / "config.json").read_text(encoding="utf-8"))
+    return {"columns": METRE_EVIDENCE, "classifier_weights_sha256": config.get("weights_sha256")}
 
 
 def _training_sets(real_train: list[str], fake_train: list[str], seed: int, max_val: int | None = None):
@@ -222,13 +244,13 @@ def _training_sets(real_train: list[str], fake_train: list[str], seed: int, max_
 
 
 def _fit(sets, seed: int, progress: bool, max_steps: int, batch_size: int, learning_rate: float,
-         initial: dict | None = None):
+         initial: dict | None = None, network=judge_network):
     from ..prosody.classifier import fit_classifier
 
     with _torch_threads(THREADS):
         return fit_classifier(_judge_config(), *sets, time_budget=math.inf, batch_size=batch_size,
                               learning_rate=learning_rate, seed=seed, progress=progress, balanced=True,
-                              max_steps=max_steps, initial=initial, network=judge_network)
+                              max_steps=max_steps, initial=initial, network=network)
 
 
 def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str], fake_test: list[str],
@@ -252,8 +274,10 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
     real_held, fake_held = real_held[:n], fake_held[:n]
 
     learning_rate = FINE_TUNE_LEARNING_RATE if reader is not None else LEARNING_RATE
+    from .reader_network import with_metre_head
+
     model, report = _fit(sets, seed, progress, max_steps, batch_size, learning_rate,
-                         reader.weights if reader is not None else None)
+                         with_metre_head(reader.weights) if reader is not None else None)
     with _torch_threads(THREADS):
         predicted = model.probabilities(real_held + fake_held).argmax(-1).numpy()
     real_hits = int((predicted[:n] == 0).sum())
@@ -265,7 +289,7 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
         generated_test=n, dropped_as_seen=dropped, steps=report["steps"], seconds=report["seconds"],
         best_val_accuracy=round(report["best_val_hemistich_accuracy"], 4),
         recipe=(recipe(reader.steps, reader.couplets) if reader is not None else recipe(0))
-        | {"max_steps": max_steps, "batch_size": batch_size, "seed": seed},
+        | {"max_steps": max_steps, "batch_size": batch_size, "seed": seed, "metre": metre_recipe()},
         labels=dict(zip(LABELS, labels, strict=True)))
 
 
@@ -311,7 +335,7 @@ def pretrained_reader(data: str | Path = DEFAULT_DATA, cache_dir: str | Path | N
         n = min(couplets, sum(len(c) for c in pool.values()))
         real = sample_couplets(pool, n, PRETRAIN_SEED)
         sets = _training_sets(real, shuffle_words(real, PRETRAIN_SEED), PRETRAIN_SEED, PRETRAIN_VAL)
-        model, report = _fit(sets, PRETRAIN_SEED, progress, steps, BATCH_SIZE, LEARNING_RATE)
+        model, report = _fit(sets, PRETRAIN_SEED, progress, steps, BATCH_SIZE, LEARNING_RATE, network=reader_network)
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: save_file(weights, tmp, metadata={
