@@ -10,7 +10,7 @@ from a few hundred thousand couplets in CPU minutes (a couplet is about 15 words
 alone it told real couplets from their word shuffles about as well as the character reader (90% each,
 BENCHMARKS.md), and the two together better than either.
 
-A judge (`hears_metre=True`) also reads `metre_evidence`: how clearly the shipped metre classifier
+A judge (given `metre_separator`) also reads `metre_evidence`: how clearly the shipped metre classifier
 hears one metre in the couplet. Without vowel marks, a 64-wide character reader hears little metre,
 and metre is what a reshuffle of a line's words breaks most surely (a poet's order is the one that
 scans). The metre classifier is a judge the decoding never consults (it steers by the rule-based
@@ -58,17 +58,19 @@ def metre_evidence(texts: list[str], separator: str, drop: str) -> np.ndarray:
 
 class ReaderNetwork(MetreClassifier):
     def __init__(self, config: ClassifierConfig, word_buckets: int, word_embedding: int, word_hidden: int,
-                 hears_metre: bool = False, separator: str = " - "):
+                 metre_separator: str | None = None):
+        """`metre_separator`: what joins a text's two hemistichs, for a network that hears their metre
+        (`metre_evidence`); None for one that does not (the reader)."""
         if config.words:
             raise ValueError("the reader network reads words in order; it takes no bag of words (words=0)")
         super().__init__(config)
         self.word_buckets = word_buckets
-        self.hears_metre = hears_metre
-        self.separator = separator  # between the hemistichs of a text, for `metre_evidence`
+        self.metre_separator = metre_separator
+        self.hears_metre = metre_separator is not None
         self._heard: dict[str, np.ndarray] = {}  # text -> its metre evidence (training reads each text many times)
         self.word_embed = nn.Embedding(word_buckets + 1, word_embedding, padding_idx=PAD)
         self.word_rnn = nn.GRU(word_embedding, word_hidden, batch_first=True, bidirectional=True)
-        self.head = nn.Linear(4 * config.hidden + 4 * word_hidden + (METRE_EVIDENCE if hears_metre else 0),
+        self.head = nn.Linear(4 * config.hidden + 4 * word_hidden + (METRE_EVIDENCE if self.hears_metre else 0),
                               len(config.labels))
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
@@ -79,7 +81,7 @@ class ReaderNetwork(MetreClassifier):
             return ids, words
         new = [t for t in dict.fromkeys(texts) if t not in self._heard]
         if new:
-            self._heard.update(zip(new, metre_evidence(new, self.separator, self.config.drop), strict=True))
+            self._heard.update(zip(new, metre_evidence(new, self.metre_separator, self.config.drop), strict=True))
         return ids, words, torch.from_numpy(np.stack([self._heard[t] for t in texts]))
 
     def forward(self, ids: torch.Tensor, words: torch.Tensor, metre: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,7 +95,7 @@ class ReaderNetwork(MetreClassifier):
 
 
 def with_metre_head(reader_weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A reader's weights (`hears_metre=False`) as a judge's start: the head's metre columns zero, so
+    """A reader's weights (a network that hears no metre) as a judge's start: the head's metre columns zero, so
     the judge reads at first exactly as the reader does and learns what the metre tells."""
     weights = dict(reader_weights)
     head = weights["head.weight"]

@@ -204,8 +204,8 @@ def judge_network(config=None):
     calls it with the config."""
     from .reader_network import ReaderNetwork
 
-    return ReaderNetwork(config or _judge_config(), WORD_BUCKETS, WORD_EMBEDDING, WORD_HIDDEN, hears_metre=True,
-                         separator=MODEL_SEPARATOR)
+    return ReaderNetwork(config or _judge_config(), WORD_BUCKETS, WORD_EMBEDDING, WORD_HIDDEN,
+                         metre_separator=MODEL_SEPARATOR)
 
 
 def reader_network(config=None):
@@ -263,6 +263,8 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
     FINE_TUNE_LEARNING_RATE, or without one from scratch at LEARNING_RATE. `max_steps` and
     `batch_size` are the recipe's; tests lower them. `labels` only names the classes in the result
     (the controls' second class is no generator)."""
+    from .reader_network import with_metre_head
+
     sets = _training_sets(real_train, fake_train, seed)
     seen = set(sets[0]) | set(sets[2])
     real_held = [t for t in map(model_text, real_test) if t not in seen]
@@ -274,8 +276,6 @@ def tell_apart(real_train: list[str], fake_train: list[str], real_test: list[str
     real_held, fake_held = real_held[:n], fake_held[:n]
 
     learning_rate = FINE_TUNE_LEARNING_RATE if reader is not None else LEARNING_RATE
-    from .reader_network import with_metre_head
-
     model, report = _fit(sets, seed, progress, max_steps, batch_size, learning_rate,
                          with_metre_head(reader.weights) if reader is not None else None)
     with _torch_threads(THREADS):
