@@ -66,12 +66,15 @@ class ReaderNetwork(MetreClassifier):
         super().__init__(config)
         self.word_buckets = word_buckets
         self.metre_separator = metre_separator
-        self.hears_metre = metre_separator is not None
         self._heard: dict[str, np.ndarray] = {}  # text -> its metre evidence (training reads each text many times)
         self.word_embed = nn.Embedding(word_buckets + 1, word_embedding, padding_idx=PAD)
         self.word_rnn = nn.GRU(word_embedding, word_hidden, batch_first=True, bidirectional=True)
         self.head = nn.Linear(4 * config.hidden + 4 * word_hidden + (METRE_EVIDENCE if self.hears_metre else 0),
                               len(config.labels))
+
+    @property
+    def hears_metre(self) -> bool:
+        return self.metre_separator is not None
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
         """(char ids, word buckets in order[, metre evidence]) of these texts."""
